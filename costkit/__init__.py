@@ -1,0 +1,58 @@
+"""costkit: every GPT-4.1 call accounted for to the nano-dollar.
+
+The public API is what ``__all__`` lists; every other module may change without
+notice. Names are imported on first use, so ``import costkit`` reads no
+vocabulary, opens no database and touches no environment variable.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "CostkitError": "costkit.errors",
+    "InvalidRequest": "costkit.errors",
+    "UnknownModel": "costkit.errors",
+    "PriceBookError": "costkit.errors",
+    "TokenizerError": "costkit.errors",
+    "count_text": "costkit.tokens",
+    "count_request": "costkit.requests",
+    "RequestCount": "costkit.requests",
+    "ImageCount": "costkit.images",
+    "cost": "costkit.pricing",
+    "Cost": "costkit.pricing",
+    "Price": "costkit.pricing",
+    "PriceBook": "costkit.pricing",
+    "default_price_book": "costkit.pricing",
+    "preflight": "costkit.preflight",
+    "Preflight": "costkit.preflight",
+    "DEFAULT_OUTPUT_RESERVE": "costkit.preflight",
+    "Row": "costkit.ledger.row",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from costkit.errors import CostkitError, InvalidRequest, PriceBookError, TokenizerError, UnknownModel
+    from costkit.images import ImageCount
+    from costkit.ledger.row import Row
+    from costkit.preflight import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
+    from costkit.pricing import Cost, Price, PriceBook, cost, default_price_book
+    from costkit.requests import RequestCount, count_request
+    from costkit.tokens import count_text
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'costkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
