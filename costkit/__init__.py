@@ -31,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "Preflight": "costkit.preflight",
     "DEFAULT_OUTPUT_RESERVE": "costkit.preflight",
     "Row": "costkit.ledger.row",
+    "Ledger": "costkit.ledger",
+    "to_usd": "costkit.money",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -38,7 +40,9 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from costkit.errors import CostkitError, InvalidRequest, PriceBookError, TokenizerError, UnknownModel
     from costkit.images import ImageCount
+    from costkit.ledger import Ledger
     from costkit.ledger.row import Row
+    from costkit.money import to_usd
     from costkit.preflight import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
     from costkit.pricing import Cost, Price, PriceBook, cost, default_price_book
     from costkit.requests import RequestCount, count_request
