@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidRequest": "costkit.errors",
     "UnknownModel": "costkit.errors",
     "PriceBookError": "costkit.errors",
+    "InvalidUsage": "costkit.errors",
     "TokenizerError": "costkit.errors",
     "count_text": "costkit.tokens",
     "count_request": "costkit.requests",
@@ -38,7 +39,14 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from costkit.errors import CostkitError, InvalidRequest, PriceBookError, TokenizerError, UnknownModel
+    from costkit.errors import (
+        CostkitError,
+        InvalidRequest,
+        InvalidUsage,
+        PriceBookError,
+        TokenizerError,
+        UnknownModel,
+    )
     from costkit.images import ImageCount
     from costkit.ledger import Ledger
     from costkit.ledger.row import Row

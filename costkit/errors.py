@@ -27,6 +27,10 @@ class UnknownModel(CostkitError, LookupError):
         super().__init__(f"unknown {what} {model!r}; known: {', '.join(self.known)}")
 
 
+class InvalidUsage(CostkitError, ValueError):
+    """Token counts that cannot be priced (negative, or more cached than input)."""
+
+
 class PriceBookError(CostkitError, ValueError):
     """A price file or price entry is invalid."""
 
