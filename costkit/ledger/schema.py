@@ -1,0 +1,145 @@
+"""The ledger schema as SQLAlchemy typed models.
+
+The migrations in ``migrations/versions`` are the source of truth; these models
+must agree with them (a test compares both on SQLite and PostgreSQL). Money is
+``BigInteger`` nano-USD. Times are timezone-aware UTC on the way in and out on
+both backends. Tags live in a child table so that filtering by ``key = value``
+is plain indexed SQL on every backend (no JSON functions, no per-key
+expression indexes), and reports can ``GROUP BY`` a tag with a join.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from costkit.ledger.row import STATUSES, USAGE_SOURCES
+
+VERSION_TABLE = "costkit_alembic_version"
+"""Alembic's version table for the ledger, named so it never collides with an application's own."""
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is timezone-aware UTC in Python on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores UTC text in one fixed format,
+    so comparisons in SQL are comparisons in time. A naive datetime is refused:
+    guessing its zone would silently shift money between days.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} in the ledger: give a timezone")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        str: String(),
+        int: Integer,
+        bool: Boolean,
+    }
+
+
+class Request(Base):
+    """One accounted chat-completions request: one row per ``request_id``."""
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(_in("usage_source", USAGE_SOURCES), name="usage_source"),
+        Index(None, "started_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(primary_key=True)
+    response_id: Mapped[str | None]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    model: Mapped[str]
+    endpoint_host: Mapped[str]
+    status: Mapped[str]
+    http_status: Mapped[int | None]
+    stream: Mapped[bool]
+    input_tokens: Mapped[int]
+    cached_input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    usage_source: Mapped[str]
+    estimated_input_tokens: Mapped[int | None]
+    cost_nanousd: Mapped[int] = mapped_column(BigInteger)
+    price_id: Mapped[str | None]
+    latency_us: Mapped[int | None] = mapped_column(BigInteger)
+    ttft_us: Mapped[int | None] = mapped_column(BigInteger)
+    x_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_text: Mapped[str | None] = mapped_column(Text)
+    completion_text: Mapped[str | None] = mapped_column(Text)
+
+    tags: Mapped[list[RequestTag]] = relationship(
+        back_populates="request", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class RequestTag(Base):
+    """One attribution pair (team, user, feature, job…) of a request; a key appears once per request."""
+
+    __tablename__ = "request_tags"
+    __table_args__ = (Index(None, "key", "value"),)
+
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("requests.request_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[str]
+
+    request: Mapped[Request] = relationship(back_populates="tags")
+
+
+requests_table = Request.__table__
+request_tags_table = RequestTag.__table__
+
+REQUEST_COLUMNS: tuple[str, ...] = tuple(c.name for c in Request.__table__.columns)
+"""Every column of ``requests``, in table order: the keys of one insert parameter dict."""

@@ -1,0 +1,1 @@
+"""Numbered ledger migrations, applied in order by ``costkit db upgrade``."""
