@@ -28,9 +28,9 @@ _EXPORTS: dict[str, str] = {
     "Price": "costkit.pricing",
     "PriceBook": "costkit.pricing",
     "default_price_book": "costkit.pricing",
-    "preflight": "costkit.preflight",
-    "Preflight": "costkit.preflight",
-    "DEFAULT_OUTPUT_RESERVE": "costkit.preflight",
+    "preflight": "costkit.verdict",
+    "Preflight": "costkit.verdict",
+    "DEFAULT_OUTPUT_RESERVE": "costkit.verdict",
     "Row": "costkit.ledger.row",
     "Ledger": "costkit.ledger",
     "to_usd": "costkit.money",
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from costkit.ledger import Ledger
     from costkit.ledger.row import Row
     from costkit.money import to_usd
-    from costkit.preflight import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
+    from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
     from costkit.pricing import Cost, Price, PriceBook, cost, default_price_book
     from costkit.requests import RequestCount, count_request
     from costkit.tokens import count_text

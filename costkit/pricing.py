@@ -208,7 +208,10 @@ def _price_from_entry(entry: object, where: str, source: str) -> Price:
     unknown = set(entry) - {"id", "model", "effective_from", "input", "cached_input", "output", "cache_write"}
     if unknown:
         raise PriceBookError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
-    price_id, model, effective = entry.get("id"), entry.get("model"), entry.get("effective_from")
+    for key in ("id", "model", "effective_from"):
+        if key not in entry:
+            raise PriceBookError(f"{where}: missing {key!r}")
+    price_id, model, effective = entry["id"], entry["model"], entry["effective_from"]
     if not isinstance(price_id, str) or not price_id:
         raise PriceBookError(f"{where}.id: must be a non-empty string")
     if not isinstance(model, str):

@@ -104,7 +104,10 @@ def _content_parts(
                 raise InvalidRequest(f"{where}.content[{j}].text", "must be a string")
             tokens += measure(text)
         elif kind == "image_url":
-            image = count_image(part, model, f"content[{j}]", image_sizes)
+            try:
+                image = count_image(part, model, f"content[{j}]", image_sizes)
+            except InvalidRequest as exc:  # the image speaks relative to its message
+                raise InvalidRequest(f"{where}.{exc.where}", exc.problem) from None
             tokens += image.tokens
             images.append(image)
         elif kind == "refusal":

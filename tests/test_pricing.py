@@ -1,0 +1,183 @@
+"""The price book: exact integer money, cached-token maths, dated entries, TOML overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from costkit import InvalidUsage, PriceBook, PriceBookError, UnknownModel, cost
+from costkit.money import format_usd, to_usd
+
+
+def test_reference_worked_example_is_exactly_0_003532():
+    charged = cost("gpt-4.1", input_tokens=2006, cached_input_tokens=1920, output_tokens=300)
+    assert charged.nanousd == 3_532_000
+    assert type(charged.nanousd) is int
+    assert charged.usd == Decimal("0.003532")
+    assert str(charged.usd) == "0.003532"
+    assert charged.price_id == "gpt-4.1@2025-04-14"
+
+
+def test_cached_tokens_are_neither_ignored_nor_charged_twice():
+    charged = cost("gpt-4.1", 2006, 1920, 300).usd
+    assert charged != Decimal("0.006412")  # cache ignored
+    assert charged != Decimal("0.007372")  # cached tokens charged twice
+
+
+@pytest.mark.parametrize(
+    ("model", "per_million"),
+    [
+        ("openai/gpt-4.1", ("2", "0.5", "8")),
+        ("gpt-4.1-mini", ("0.4", "0.1", "1.6")),
+        ("gpt-4.1-nano-2025-04-14", ("0.1", "0.025", "0.4")),
+    ],
+)
+def test_reference_prices_per_million_tokens(model, per_million):
+    million = 1_000_000
+    assert cost(model, million).usd == Decimal(per_million[0])
+    assert cost(model, million, cached_input_tokens=million).usd == Decimal(per_million[1])
+    assert cost(model, 0, output_tokens=million).usd == Decimal(per_million[2])
+
+
+def test_a_single_nano_token_is_priced_exactly():
+    assert cost("gpt-4.1-nano", 1, 1).nanousd == 25  # $0.025 per million cached tokens
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(-1, 0, 0), (10, -1, 0), (10, 0, -5), (10, 11, 0), (1.5, 0, 0), (True, 0, 0), ("10", 0, 0)],
+)
+def test_impossible_counts_are_errors(args):
+    with pytest.raises(InvalidUsage):
+        cost("gpt-4.1", *args)
+
+
+def test_unknown_model_is_an_error_never_zero():
+    with pytest.raises(UnknownModel):
+        cost("gpt-5", 100)
+
+
+def test_no_price_before_the_first_effective_date():
+    with pytest.raises(UnknownModel, match="2020-01-01"):
+        cost("gpt-4.1", 100, at=date(2020, 1, 1))
+
+
+def write_prices(tmp_path, text: str):
+    path = tmp_path / "prices.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_dated_override_applies_from_its_date_and_history_keeps_its_price(tmp_path):
+    path = write_prices(
+        tmp_path,
+        """
+        [[price]]
+        id = "qubrid-gpt-4.1-2026-06"
+        model = "openai/gpt-4.1"
+        effective_from = 2026-06-01
+        input = "1.50"
+        cached_input = 0.375
+        output = 6
+        """,
+    )
+    book = PriceBook.builtin().with_file(path)
+    new = book.cost("gpt-4.1", 1_000_000, 0, 0, at=datetime(2026, 6, 1, tzinfo=timezone.utc))
+    old = book.cost("gpt-4.1", 1_000_000, 0, 0, at=date(2026, 5, 31))
+    assert (new.usd, new.price_id) == (Decimal("1.5"), "qubrid-gpt-4.1-2026-06")
+    assert (old.usd, old.price_id) == (Decimal("2"), "gpt-4.1@2025-04-14")
+    cached = book.cost("gpt-4.1", 1_000_000, 1_000_000, 0, at=date(2026, 7, 1))
+    assert cached.nanousd == 375_000_000  # the TOML float 0.375 is read as an exact decimal
+
+
+def test_an_entry_with_an_existing_id_replaces_it(tmp_path):
+    path = write_prices(
+        tmp_path,
+        """
+        [[price]]
+        id = "gpt-4.1@2025-04-14"
+        model = "gpt-4.1"
+        effective_from = 2025-04-14
+        input = "3"
+        cached_input = "1"
+        output = "9"
+        """,
+    )
+    book = PriceBook.builtin().with_file(path)
+    assert book.cost("gpt-4.1", 1_000_000).usd == Decimal("3")
+    assert sum(p.model == "gpt-4.1" for p in book.prices) == 1
+
+
+def test_cache_write_rates_can_be_expressed(tmp_path):
+    path = write_prices(
+        tmp_path,
+        """
+        [[price]]
+        id = "future"
+        model = "gpt-4.1"
+        effective_from = 2026-01-01
+        input = "2"
+        cached_input = "0.5"
+        output = "8"
+        cache_write = "2.5"
+        """,
+    )
+    book = PriceBook.builtin().with_file(path)
+    charged = book.cost("gpt-4.1", 2_000_000, 0, 0, at=date(2026, 2, 1), cache_write_tokens=1_000_000)
+    assert charged.usd == Decimal("4.5")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[price]]\nid = 'x'\n", "missing 'model'"),
+        ("[[price]\n", "invalid TOML"),
+        ("[[price]]\nid='x'\nmodel='gpt-9'\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
+         "unknown model"),
+        ("[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from=2026-01-01\ninput='-1'\ncached_input='1'\noutput='1'\n",
+         "non-negative"),
+        ("[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from='soon'\ninput='1'\ncached_input='1'\noutput='1'\n",
+         "not a date"),
+        ("[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\n",
+         "missing 'output'"),
+        ("[[prices]]\n", "unknown top-level"),
+    ],
+)
+def test_bad_price_files_name_the_file_and_entry(tmp_path, text, message):
+    path = write_prices(tmp_path, text)
+    with pytest.raises(PriceBookError) as caught:
+        PriceBook.builtin().with_file(path)
+    assert str(path) in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_costkit_prices_environment_variable_is_read_on_first_use(tmp_path):
+    path = write_prices(
+        tmp_path,
+        """
+        [[price]]
+        id = "env-override"
+        model = "gpt-4.1-mini"
+        effective_from = 2025-05-01
+        input = "0.2"
+        cached_input = "0.05"
+        output = "0.8"
+        """,
+    )
+    code = "import costkit; c = costkit.cost('gpt-4.1-mini', 1000000); print(c.usd, c.price_id)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"COSTKIT_PRICES": str(path)}, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0.2", "env-override"]
+
+
+def test_money_helpers_are_exact():
+    assert to_usd(1) == Decimal("0.000000001")
+    assert format_usd(3_532_000) == "0.003532"
+    assert format_usd(10**9) == "1.00"
+    assert format_usd(25) == "0.000000025"

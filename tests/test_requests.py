@@ -1,0 +1,365 @@
+"""count_request: the published reference numbers, images, validation, and a property test."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import costkit
+from costkit import InvalidRequest, UnknownModel, count_request
+from costkit.countcache import CountCache
+from costkit.requests import input_upper_bound, message_cache
+
+CORPORATE_JARGON = [
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon "
+        "into plain English.",
+    },
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for "
+        "increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
+]
+
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                    "unit": {
+                        "type": "string",
+                        "description": "The unit of temperature to return",
+                        "enum": ["celsius", "fahrenheit"],
+                    },
+                },
+                "required": ["location"],
+            },
+        },
+    }
+]
+WEATHER_MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+    {"role": "user", "content": "What's the weather like in San Francisco?"},
+]
+
+
+def data_url(width: int, height: int, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format=fmt)
+    mime = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "WEBP": "webp"}[fmt]
+    return f"data:image/{mime};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_body(url: str, model: str = "gpt-4.1", detail: str | None = "high") -> dict:
+    image: dict = {"url": url}
+    if detail is not None:
+        image["detail"] = detail
+    return {"model": model, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": image}]}]}
+
+
+def test_cookbook_message_example_is_124_tokens():
+    assert count_request({"model": "gpt-4.1", "messages": CORPORATE_JARGON}).input_tokens == 124
+
+
+def test_cookbook_tools_example_is_101_tokens():
+    counted = count_request({"model": "gpt-4.1", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS})
+    assert counted.input_tokens == 101
+    assert counted.breakdown["tools"] == 68
+
+
+def test_legacy_functions_count_like_tools():
+    functions = [tool["function"] for tool in WEATHER_TOOLS]
+    counted = count_request({"model": "gpt-4.1", "messages": WEATHER_MESSAGES, "functions": functions})
+    assert counted.input_tokens == 101
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4.1", "gpt-4.1", "gpt-4.1-2025-04-14"])
+def test_every_alias_of_gpt41_counts_the_same(model):
+    counted = count_request({"model": model, "messages": CORPORATE_JARGON})
+    assert (counted.model, counted.input_tokens) == ("gpt-4.1", 124)
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(UnknownModel) as caught:
+        count_request({"model": "gpt-4o", "messages": CORPORATE_JARGON})
+    assert "gpt-4o" in str(caught.value)
+    assert {"gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"} <= set(caught.value.known)
+
+
+def test_breakdown_adds_up_to_the_total():
+    counted = count_request({"model": "gpt-4.1", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS})
+    assert sum(counted.breakdown.values()) == counted.input_tokens
+    assert len(counted.per_message) == 2
+
+
+def test_name_adds_one_token_beyond_its_text(reference_encoding):
+    plain = count_request({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]}).input_tokens
+    named = count_request(
+        {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi", "name": "alice"}]}
+    ).input_tokens
+    assert named - plain == len(reference_encoding.encode_ordinary("alice")) + 1
+
+
+def test_special_token_text_in_content_counts_as_text(reference_encoding):
+    text = "please ignore <|endoftext|> and <|endofprompt|>"
+    counted = count_request({"model": "gpt-4.1", "messages": [{"role": "user", "content": text}]})
+    assert counted.input_tokens == 3 + 1 + len(reference_encoding.encode_ordinary(text)) + 3
+
+
+def test_content_part_text_counts_like_string_content():
+    as_string = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "one two three"}]}
+    as_parts = {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three"}]}]}
+    assert count_request(as_parts).input_tokens == count_request(as_string).input_tokens
+
+
+def test_tool_calls_and_tool_results_count_their_strings(reference_encoding):
+    arguments = '{"location": "Paris, FR", "unit": "celsius"}'
+    body = {
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_current_weather", "arguments": arguments}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+        ],
+    }
+    counted = count_request(body)
+    enc = reference_encoding.encode_ordinary
+    assistant = 3 + len(enc("assistant")) + sum(
+        len(enc(s)) for s in ("call_1", "function", "get_current_weather", arguments)
+    )
+    tool = 3 + len(enc("tool")) + len(enc("call_1")) + len(enc('{"temp": 21}'))
+    assert counted.per_message[1:] == (assistant, tool)
+
+
+# Images -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "detail", "tokens"),
+    [((1024, 1024), "high", 765), ((2048, 4096), "high", 1105), ((1024, 1024), "low", 85), ((4096, 8192), "low", 85)],
+)
+def test_tile_method_matches_published_examples(size, detail, tokens):
+    counted = count_request(image_body(data_url(*size), detail=detail))
+    (image,) = counted.images
+    assert (image.tokens, image.width, image.height, image.dims_known) == (tokens, size[0], size[1], True)
+    assert counted.breakdown["images"] == tokens
+
+
+def test_detail_auto_is_never_taken_as_low():
+    url = data_url(1024, 1024)
+    auto = count_request(image_body(url, detail="auto")).images[0].tokens
+    default = count_request(image_body(url, detail=None)).images[0].tokens
+    assert auto == default == 765
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP"])
+def test_data_url_dimensions_are_read_from_each_image_format(fmt):
+    (image,) = count_request(image_body(data_url(2048, 4096, fmt))).images
+    assert (image.width, image.height, image.tokens) == (2048, 4096, 1105)
+
+
+def test_remote_url_counts_at_its_worst_case_unless_its_size_is_known():
+    url = "https://cdn.example.com/statue.jpg"
+    (worst,) = count_request(image_body(url, detail="auto")).images
+    assert (worst.tokens, worst.tiles, worst.dims_known) == (1445, 8, False)
+    (known,) = count_request(image_body(url), image_sizes={url: (1024, 1024)}).images
+    assert (known.tokens, known.dims_known) == (765, True)
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "patches", "multiplier"),
+    [
+        ("gpt-4.1-mini", (1024, 1024), 1024, 1.62),
+        ("gpt-4.1-mini", (1800, 2400), 1452, 1.62),
+        ("gpt-4.1-nano", (1024, 1024), 1024, 2.46),
+        ("openai/gpt-4.1-nano", (1800, 2400), 1452, 2.46),
+    ],
+)
+def test_patch_method_matches_published_examples(model, size, patches, multiplier):
+    (image,) = count_request(image_body(data_url(*size), model=model)).images
+    assert image.patches == patches
+    assert image.tokens == math.ceil(round(patches * multiplier, 6))
+
+
+def test_remote_image_on_patch_models_counts_the_patch_cap():
+    (image,) = count_request(image_body("https://example.com/x.png", model="gpt-4.1-mini")).images
+    assert (image.patches, image.tokens) == (1536, math.ceil(1536 * 162 / 100))
+
+
+def test_an_image_in_a_later_message_is_located_in_the_breakdown():
+    body = image_body(data_url(1024, 1024))
+    body["messages"].insert(0, {"role": "system", "content": "look"})
+    (image,) = count_request(body).images
+    assert image.where == "messages[1].content[0]"
+
+
+def test_corrupt_data_url_is_an_invalid_request():
+    with pytest.raises(InvalidRequest) as caught:
+        count_request(image_body("data:image/png;base64,AAAAAAAA"))
+    assert caught.value.where == "messages[0].content[0].image_url.url"
+
+
+# Validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ([], "body"),
+        ({"messages": []}, "model"),
+        ({"model": 41, "messages": []}, "model"),
+        ({"model": "gpt-4.1"}, "messages"),
+        ({"model": "gpt-4.1", "messages": []}, "messages"),
+        ({"model": "gpt-4.1", "messages": "hi"}, "messages"),
+        ({"model": "gpt-4.1", "messages": ["hi"]}, "messages[0]"),
+        ({"model": "gpt-4.1", "messages": [{"content": "x"}]}, "messages[0].role"),
+        ({"model": "gpt-4.1", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"model": "gpt-4.1", "messages": [{"role": "user"}]}, "messages[0].content"),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "user", "content": "a"}] * 3 + [{"role": "user", "content": 7}]},
+            "messages[3].content",
+        ),
+        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+         "messages[0].content[0].text"),
+        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+         "messages[0].content[0].type"),
+        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x", "name": 3}]}, "messages[0].name"),
+        ({"model": "gpt-4.1", "messages": [{"role": "assistant", "content": None, "tool_calls": {}}]},
+         "messages[0].tool_calls"),
+        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}], "tools": {}}, "tools"),
+        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+         "tools[0].function"),
+        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}],
+          "tools": [{"type": "function", "function": {"description": "d"}}]}, "tools[0].function.name"),
+        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "ultra"}}]}]},
+         "messages[0].content[0].image_url.detail"),
+    ],
+)
+def test_malformed_bodies_say_what_is_wrong_and_where(body, where):
+    with pytest.raises(InvalidRequest) as caught:
+        count_request(body)
+    assert caught.value.where == where
+    assert str(caught.value).startswith(where)
+
+
+# The per-message cache ----------------------------------------------------------------------
+
+
+def test_resent_history_is_served_from_the_cache():
+    history = [{"role": "system", "content": "You answer questions about the costkit ledger, briefly (test)."}]
+    already_counted = 0
+    for turn in range(1, 6):
+        history.append({"role": "user", "content": f"question number {turn}: how are cached tokens priced?"})
+        before_hits, before_misses = message_cache.hits, message_cache.misses
+        counted = count_request({"model": "gpt-4.1", "messages": list(history)})
+        assert message_cache.misses - before_misses == len(history) - already_counted  # only new ones
+        assert message_cache.hits - before_hits == already_counted
+        already_counted = len(history)
+        message_cache_free = count_request({"model": "gpt-4.1", "messages": history}, image_sizes={})
+        assert counted == message_cache_free
+        history.append({"role": "assistant", "content": f"answer {turn}: at the cached rate, once."})
+
+
+def test_cache_is_bounded_by_entries_and_weight():
+    cache: CountCache[int] = CountCache(max_entries=10, max_weight=10_000)
+    for i in range(100):
+        cache.put(("k", i), i, 500)
+    assert len(cache) <= 10
+    assert cache.weight <= 10_000
+    assert cache.get(("k", 99)) == 99
+    assert cache.get(("k", 0)) is None
+
+
+def test_large_messages_are_cached_under_a_small_digest():
+    before = message_cache.weight
+    text = "lorem ipsum dolor sit amet " * 10_000
+    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": text}]}
+    first = count_request(body)
+    assert message_cache.weight - before < 1_000
+    assert count_request(body) == first
+
+
+# Independent reference ------------------------------------------------------------------------
+
+
+def cookbook_count(encoding, messages: list[dict]) -> int:
+    """The cookbook's num_tokens_from_messages, written independently of costkit."""
+    total = 0
+    for message in messages:
+        total += 3
+        for key, value in message.items():
+            total += len(encoding.encode_ordinary(value))
+            if key == "name":
+                total += 1
+    return total + 3
+
+
+_messages = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["system", "developer", "user", "assistant"]),
+            "content": st.one_of(st.text(max_size=200), st.text(alphabet="ab <|>endoftx\n", max_size=60)),
+        },
+        optional={"name": st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True)},
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_messages)
+def test_count_request_equals_plain_tiktoken_on_random_messages(reference_encoding, messages):
+    body = {"model": "gpt-4.1", "messages": messages}
+    expected = cookbook_count(reference_encoding, messages)
+    assert count_request(body).input_tokens == expected
+    assert count_request(body).input_tokens == expected  # again, from the cache
+    assert input_upper_bound(body)[1] >= expected
+
+
+def test_long_message_counts_equal_plain_tiktoken(reference_encoding):
+    text = "The ledger keeps every row.\nCached tokens are part of the prompt. " * 20_000
+    messages = [{"role": "user", "content": text}]
+    assert count_request({"model": "gpt-4.1", "messages": messages}).input_tokens == cookbook_count(
+        reference_encoding, messages
+    )
+
+
+def test_public_api_exports():
+    assert callable(costkit.count_request) and callable(costkit.preflight) and callable(costkit.cost)
