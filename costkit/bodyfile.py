@@ -67,7 +67,7 @@ def iter_bodies(
                 progress(len(raw))
             if not raw.strip():
                 continue
-            yield f"{name}:{line_no}", _loads(_decode(raw, name, line_no), name, line_no)
+            yield f"{name}:{line_no}", _loads(_decode(raw, name, line_no).rstrip("\r\n"), name, line_no)
         return
 
     start = line_no
