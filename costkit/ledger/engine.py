@@ -45,9 +45,7 @@ def make_engine(url: URL, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_M
             engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000})
         else:
             # One shared connection, or every thread would see its own empty in-memory database.
-            engine = create_engine(
-                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
-            )
+            engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms))
         return engine
     connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "costkit"}

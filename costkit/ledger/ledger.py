@@ -1,0 +1,165 @@
+"""``Ledger``: record every request, never lose a row, read the totals back exactly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import URL
+
+from costkit.ledger import migrate
+from costkit.ledger.engine import make_engine
+from costkit.ledger.location import default_spool_dir, resolve_url, safe_url
+from costkit.ledger.query import TimeBound, frame_of, read_rows
+from costkit.ledger.records import check_row
+from costkit.ledger.row import Row
+from costkit.ledger.spool import ReplayResult, Spool
+from costkit.ledger.store import Store
+from costkit.ledger.writer import Writer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class Ledger:
+    """The spend ledger: one row per request in SQLite (default) or PostgreSQL.
+
+    ``url``: an SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://user@host/db``)
+    or a path to an SQLite file; default ``$COSTKIT_DB_URL``, else ``ledger.sqlite`` in
+    the user data directory. A fresh database is migrated to the newest schema on open.
+
+    ``record`` never waits on the database: rows go through a bounded in-memory queue
+    (``queue_size``) to a background thread that inserts them in batches
+    (``batch_size``). When the database fails, rows go to an append-only spool on
+    disk (``spool_dir``: next to the SQLite file, or in the user data dir) and are
+    replayed, idempotently by ``request_id``, as soon as it answers again (retries
+    back off up to ``max_retry_delay`` seconds). ``flush``, ``close`` and normal
+    process exit drain the queue.
+
+    Loss window: by default, rows still in the in-memory queue are lost if the
+    process is killed (``kill -9``, an unhandled SIGTERM, ``os._exit``) or the
+    machine loses power before the writer takes them (normally milliseconds).
+    With ``durable=True``, ``record`` appends the row to the spool and fsyncs it
+    before returning (about one disk flush per call), so a recorded row survives
+    even ``kill -9`` and power loss; it is inserted from there.
+
+    Prompt and completion text are stored only with ``store_text=True``. No
+    credentials are ever stored; printed URLs hide their password.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        durable: bool = False,
+        store_text: bool = False,
+        spool_dir: str | os.PathLike[str] | None = None,
+        queue_size: int = 100_000,
+        batch_size: int = 1000,
+        max_retry_delay: float = 10.0,
+        migrate_schema: bool = True,
+    ) -> None:
+        self.url: URL = resolve_url(url)
+        self.durable = durable
+        self.store_text = store_text
+        self.engine = make_engine(self.url)
+        self.spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(self.url))
+        self._store = Store(self.engine)
+        if migrate_schema:
+            try:
+                migrate.ensure_schema(self.engine)
+            except Exception:
+                self.engine.dispose()
+                raise
+        self._writer = Writer(
+            self._store,
+            self.spool,
+            store_text=store_text,
+            durable=durable,
+            queue_size=queue_size,
+            batch_size=batch_size,
+            max_retry_delay=max_retry_delay,
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Ledger({safe_url(self.url)!r}, durable={self.durable})"
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.spool.directory
+
+    def record(self, row: Row) -> None:
+        """Account one request. Returns without waiting on the database.
+
+        Raises ``ValueError``/``TypeError`` at once if ``row`` breaks the ``Row``
+        contract (unknown status, naive datetime, float money…). The ledger owns
+        the row afterwards: do not change it. Recording a ``request_id`` that is
+        already in the ledger stores nothing new.
+        """
+        check_row(row)
+        self._writer.put(row)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row recorded before this call is committed.
+
+        Returns True when they are all in the database; False if ``timeout``
+        (seconds) passed first or the database is down (the rows are then safe in
+        the spool and will be replayed).
+        """
+        return self._writer.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Drain the queue, stop the writer and release connections. Idempotent.
+
+        Rows recorded afterwards go straight to the spool (replayed by the next
+        ledger on this database). Returns True when everything reached the database.
+        """
+        if self._closed:
+            return not self.spool.has_pending()
+        self._closed = True
+        ok = self._writer.close(timeout)
+        self.engine.dispose()
+        return ok
+
+    def replay(self) -> ReplayResult:
+        """Insert everything waiting in the spool now (any process's); idempotent by ``request_id``.
+
+        Raises ``DatabaseDown`` if the database does not answer; the spool is then kept.
+        """
+        return self.spool.replay(self._store.insert_isolating, wait=True)
+
+    def rows(
+        self,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        last: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Committed rows as dicts, oldest first (see ``frame``); ``last`` keeps the N most recent."""
+        return read_rows(self.engine, since, until, tags, last=last)
+
+    def frame(
+        self,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        """Committed rows as a DataFrame, oldest first, filtered in SQL.
+
+        ``since`` (inclusive) and ``until`` (exclusive) bound ``started_at``: aware
+        datetimes, or dates meaning midnight UTC. ``tags={"team": "search"}`` keeps
+        rows carrying every given pair. Columns: every row field, ``tags`` (dict),
+        ``cost_nanousd`` (int64) and ``cost_usd`` (exact ``Decimal``); times are UTC.
+        Rows still in the queue or spool are not shown: ``flush()`` first.
+        """
+        return frame_of(self.rows(since, until, tags))
