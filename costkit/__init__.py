@@ -36,7 +36,29 @@ _EXPORTS: dict[str, str] = {
     "to_usd": "costkit.money",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DEFAULT_OUTPUT_RESERVE",
+    "Cost",
+    "CostkitError",
+    "ImageCount",
+    "InvalidRequest",
+    "InvalidUsage",
+    "Ledger",
+    "Preflight",
+    "Price",
+    "PriceBook",
+    "PriceBookError",
+    "RequestCount",
+    "Row",
+    "TokenizerError",
+    "UnknownModel",
+    "cost",
+    "count_request",
+    "count_text",
+    "default_price_book",
+    "preflight",
+    "to_usd",
+]
 
 if TYPE_CHECKING:
     from costkit.errors import (
@@ -51,10 +73,10 @@ if TYPE_CHECKING:
     from costkit.ledger import Ledger
     from costkit.ledger.row import Row
     from costkit.money import to_usd
-    from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
     from costkit.pricing import Cost, Price, PriceBook, cost, default_price_book
     from costkit.requests import RequestCount, count_request
     from costkit.tokens import count_text
+    from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
 
 
 def __getattr__(name: str) -> Any:

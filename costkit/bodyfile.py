@@ -29,7 +29,9 @@ def _loads(text: str, name: str, line: int) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{name}:{line + exc.lineno - 1}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        raise InputError(
+            f"{name}:{line + exc.lineno - 1}: invalid JSON: {exc.msg} (column {exc.colno})"
+        ) from None
     except RecursionError:
         raise InputError(f"{name}:{line}: invalid JSON: nested too deeply") from None
 

@@ -20,9 +20,9 @@ from costkit.bodyfile import iter_bodies
 from costkit.cli import BadInput
 from costkit.errors import CostkitError
 from costkit.money import format_usd, to_usd
-from costkit.verdict import DEFAULT_OUTPUT_RESERVE, preflight
 from costkit.pricing import PRICES_ENV, PriceBook, default_price_book
 from costkit.requests import count_request
+from costkit.verdict import DEFAULT_OUTPUT_RESERVE, preflight
 
 # JSONL files at least this large show a progress bar on stderr.
 PROGRESS_MIN_BYTES = 1 << 20
@@ -30,7 +30,9 @@ PROGRESS_MIN_BYTES = 1 << 20
 _files = click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True, dir_okay=False))
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
 _prices = click.option(
-    "--prices", type=click.Path(dir_okay=False), default=None,
+    "--prices",
+    type=click.Path(dir_okay=False),
+    default=None,
     help=f"A TOML price file adding or overriding entries (default: ${PRICES_ENV}).",
 )
 
@@ -39,7 +41,7 @@ def _open(path: str, stack: ExitStack) -> tuple[IO[bytes], str, int | None]:
     if path == "-":
         return sys.stdin.buffer, "<stdin>", None
     try:
-        stream = stack.enter_context(open(path, "rb"))
+        stream = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - closed by the stack
     except OSError as exc:
         raise BadInput(f"{path}: {exc.strerror or exc}") from None
     return stream, path, os.fstat(stream.fileno()).st_size
@@ -72,7 +74,10 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     return "\n".join([line(headers), *(line(r) for r in rows)]).rstrip()
 
@@ -104,7 +109,10 @@ def count(files: tuple[str, ...], as_json: bool) -> None:
                     "breakdown": c.breakdown,
                     "per_message": list(c.per_message),
                     "images": [
-                        {k: getattr(i, k) for k in ("where", "tokens", "detail", "width", "height", "tiles", "patches")}
+                        {
+                            k: getattr(i, k)
+                            for k in ("where", "tokens", "detail", "width", "height", "tiles", "patches")
+                        }
                         for i in c.images
                     ],
                 }
@@ -138,13 +146,20 @@ def _max_usd(value: str | None) -> Decimal | None:
 
 @click.command()
 @_files
-@click.option("--max-usd", default=None, metavar="USD", help="Fail unless the worst-case total is at most this.")
 @click.option(
-    "--context-limit", type=click.IntRange(min=1), default=None,
+    "--max-usd", default=None, metavar="USD", help="Fail unless the worst-case total is at most this."
+)
+@click.option(
+    "--context-limit",
+    type=click.IntRange(min=1),
+    default=None,
     help="Tokens a request may use in all (default: the model's context window).",
 )
 @click.option(
-    "--default-max-tokens", type=click.IntRange(min=1), default=DEFAULT_OUTPUT_RESERVE, show_default=True,
+    "--default-max-tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_OUTPUT_RESERVE,
+    show_default=True,
     help="Output reserve of a request that sets neither max_completion_tokens nor max_tokens.",
 )
 @_prices

@@ -7,6 +7,7 @@ it holds; keys of large messages are replaced by a 16-byte digest.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -36,10 +37,8 @@ class CountCache(Generic[V]):
             self.misses += 1
             return None
         self.hits += 1
-        try:
+        with contextlib.suppress(KeyError):  # evicted by another thread meanwhile: value still right
             self._data.move_to_end(key)
-        except KeyError:  # evicted by another thread in between: the value is still right
-            pass
         return found[0]
 
     def put(self, key: Hashable, value: V, weight: int) -> None:

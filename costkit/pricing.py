@@ -77,14 +77,24 @@ class Cost:
 
 
 BUILTIN_PRICES: tuple[Price, ...] = (
-    Price("gpt-4.1@2025-04-14", "gpt-4.1", date(2025, 4, 14), Decimal("2.00"), Decimal("0.50"), Decimal("8.00")),
     Price(
-        "gpt-4.1-mini@2025-04-14", "gpt-4.1-mini", date(2025, 4, 14),
-        Decimal("0.40"), Decimal("0.10"), Decimal("1.60"),
+        "gpt-4.1@2025-04-14", "gpt-4.1", date(2025, 4, 14), Decimal("2.00"), Decimal("0.50"), Decimal("8.00")
     ),
     Price(
-        "gpt-4.1-nano@2025-04-14", "gpt-4.1-nano", date(2025, 4, 14),
-        Decimal("0.10"), Decimal("0.025"), Decimal("0.40"),
+        "gpt-4.1-mini@2025-04-14",
+        "gpt-4.1-mini",
+        date(2025, 4, 14),
+        Decimal("0.40"),
+        Decimal("0.10"),
+        Decimal("1.60"),
+    ),
+    Price(
+        "gpt-4.1-nano@2025-04-14",
+        "gpt-4.1-nano",
+        date(2025, 4, 14),
+        Decimal("0.10"),
+        Decimal("0.025"),
+        Decimal("0.40"),
     ),
 )
 
@@ -145,9 +155,7 @@ class PriceBook:
             if price.effective_from <= day:
                 chosen = price
         if chosen is None:
-            raise UnknownModel(
-                f"{canonical} at {day.isoformat()}", sorted(self._by_model), what="price for"
-            )
+            raise UnknownModel(f"{canonical} at {day.isoformat()}", sorted(self._by_model), what="price for")
         return chosen
 
     def cost(
@@ -181,7 +189,13 @@ class PriceBook:
         )
         nano = (usd_millionths * _NANO_PER_MILLION_TOKENS_USD).to_integral_value(rounding=ROUND_HALF_EVEN)
         return Cost(
-            int(nano), price.id, price.model, input_tokens, cached_input_tokens, output_tokens, cache_write_tokens
+            int(nano),
+            price.id,
+            price.model,
+            input_tokens,
+            cached_input_tokens,
+            output_tokens,
+            cache_write_tokens,
         )
 
 
@@ -231,8 +245,14 @@ def _price_from_entry(entry: object, where: str, source: str) -> Price:
         raise PriceBookError(f"{where}.effective_from: must be a date (YYYY-MM-DD)")
     rates = [_rate(entry, key, where) for key in ("input", "cached_input", "output")]
     return Price(
-        price_id, canonical, effective, rates[0], rates[1], rates[2],  # type: ignore[arg-type]
-        _rate(entry, "cache_write", where, required=False), source,
+        price_id,
+        canonical,
+        effective,
+        rates[0],
+        rates[1],
+        rates[2],  # type: ignore[arg-type]
+        _rate(entry, "cache_write", where, required=False),
+        source,
     )
 
 
@@ -249,7 +269,9 @@ def load_prices(path: str | os.PathLike[str]) -> list[Price]:
         raise PriceBookError(f"{name}: invalid TOML: {exc}") from None
     unknown = set(document) - {"price"}
     if unknown:
-        raise PriceBookError(f"{name}: unknown top-level keys {', '.join(sorted(unknown))} (expected [[price]])")
+        raise PriceBookError(
+            f"{name}: unknown top-level keys {', '.join(sorted(unknown))} (expected [[price]])"
+        )
     entries = document.get("price", [])
     if not isinstance(entries, list):
         raise PriceBookError(f"{name}: 'price' must be an array of tables ([[price]])")

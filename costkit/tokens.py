@@ -89,7 +89,7 @@ def seed_tiktoken_cache(cache_dir: str | os.PathLike[str]) -> str:
 def _parse_ranks(data: bytes) -> dict[bytes, int]:
     fields = data.split()
     tokens, ranks = fields[0::2], fields[1::2]
-    return dict(zip(map(binascii.a2b_base64, tokens), map(int, ranks)))
+    return dict(zip(map(binascii.a2b_base64, tokens), map(int, ranks), strict=True))
 
 
 def get_encoding() -> tiktoken.Encoding:

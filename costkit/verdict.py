@@ -25,7 +25,7 @@ DEFAULT_OUTPUT_RESERVE = 4096
 
 
 def output_reserve(body: dict[str, Any], default: int = DEFAULT_OUTPUT_RESERVE) -> int:
-    """The output tokens a request may use: ``max_completion_tokens``, else ``max_tokens``, else ``default``."""
+    """Output tokens a request may use: ``max_completion_tokens``, else ``max_tokens``, else ``default``."""
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
         if value is None:

@@ -35,11 +35,17 @@ def reference_encoding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
             os.environ["TIKTOKEN_CACHE_DIR"] = old
 
 
-def run_costkit(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
-                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_costkit(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed ``costkit`` command for real."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [COSTKIT, *args], input=stdin.decode() if stdin is not None else None, capture_output=True,
-        text=True, env=full_env, cwd=cwd or ROOT, timeout=120,
+        [COSTKIT, *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=120,
     )

@@ -112,9 +112,18 @@ def test_check_applies_a_price_file(tmp_path):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ('{"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]}\n{"model": \n', "bad.jsonl:2: invalid JSON"),
-        ('{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}\n', "bad.jsonl:1: unknown model 'gpt-9'"),
-        ('{"model": "gpt-4.1", "messages": [{"role": "user", "content": 5}]}\n', "bad.jsonl:1: messages[0].content"),
+        (
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]}\n{"model": \n',
+            "bad.jsonl:2: invalid JSON",
+        ),
+        (
+            '{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}\n',
+            "bad.jsonl:1: unknown model 'gpt-9'",
+        ),
+        (
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": 5}]}\n',
+            "bad.jsonl:1: messages[0].content",
+        ),
         ("\n\n", "no request bodies"),
         (b"\xff\xfe{}".decode("latin-1"), "invalid JSON"),
     ],
@@ -151,7 +160,9 @@ def test_progress_bar_goes_to_stderr_for_a_long_jsonl_file(tmp_path):
     path.write_text(line * (2 * 1024 * 1024 // len(line)))
     out_read, out_write = os.pipe()
     err_master, err_slave = pty.openpty()  # stderr is a terminal, stdout a pipe
-    proc = subprocess.Popen([COSTKIT, "count", "--json", str(path)], stdout=out_write, stderr=err_slave, cwd=ROOT)
+    proc = subprocess.Popen(
+        [COSTKIT, "count", "--json", str(path)], stdout=out_write, stderr=err_slave, cwd=ROOT
+    )
     os.close(out_write)
     os.close(err_slave)
     stdout, stderr = b"", b""

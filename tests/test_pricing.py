@@ -136,14 +136,22 @@ def test_cache_write_rates_can_be_expressed(tmp_path):
     [
         ("[[price]]\nid = 'x'\n", "missing 'model'"),
         ("[[price]\n", "invalid TOML"),
-        ("[[price]]\nid='x'\nmodel='gpt-9'\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
-         "unknown model"),
-        ("[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from=2026-01-01\ninput='-1'\ncached_input='1'\noutput='1'\n",
-         "non-negative"),
-        ("[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from='soon'\ninput='1'\ncached_input='1'\noutput='1'\n",
-         "not a date"),
-        ("[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\n",
-         "missing 'output'"),
+        (
+            "[[price]]\nid='x'\nmodel='gpt-9'\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
+            "unknown model",
+        ),
+        (
+            "[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from=2026-01-01\ninput='-1'\ncached_input='1'\noutput='1'\n",
+            "non-negative",
+        ),
+        (
+            "[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from='soon'\ninput='1'\ncached_input='1'\noutput='1'\n",
+            "not a date",
+        ),
+        (
+            "[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\n",
+            "missing 'output'",
+        ),
         ("[[prices]]\n", "unknown top-level"),
     ],
 )
@@ -170,7 +178,11 @@ def test_costkit_prices_environment_variable_is_read_on_first_use(tmp_path):
     )
     code = "import costkit; c = costkit.cost('gpt-4.1-mini', 1000000); print(c.usd, c.price_id)"
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={"COSTKIT_PRICES": str(path)}, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"COSTKIT_PRICES": str(path)},
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0.2", "env-override"]

@@ -54,7 +54,10 @@ WEATHER_TOOLS = [
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    },
                     "unit": {
                         "type": "string",
                         "description": "The unit of temperature to return",
@@ -67,7 +70,10 @@ WEATHER_TOOLS = [
     }
 ]
 WEATHER_MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+    {
+        "role": "system",
+        "content": "You are a helpful assistant that can answer to questions about the weather.",
+    },
     {"role": "user", "content": "What's the weather like in San Francisco?"},
 ]
 
@@ -83,7 +89,10 @@ def image_body(url: str, model: str = "gpt-4.1", detail: str | None = "high") ->
     image: dict = {"url": url}
     if detail is not None:
         image["detail"] = detail
-    return {"model": model, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": image}]}]}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": image}]}],
+    }
 
 
 def test_cookbook_message_example_is_124_tokens():
@@ -137,7 +146,10 @@ def test_special_token_text_in_content_counts_as_text(reference_encoding):
 
 def test_content_part_text_counts_like_string_content():
     as_string = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "one two three"}]}
-    as_parts = {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three"}]}]}
+    as_parts = {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three"}]}],
+    }
     assert count_request(as_parts).input_tokens == count_request(as_string).input_tokens
 
 
@@ -151,7 +163,11 @@ def test_tool_calls_and_tool_results_count_their_strings(reference_encoding):
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "get_current_weather", "arguments": arguments}}
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_current_weather", "arguments": arguments},
+                    }
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
@@ -159,8 +175,10 @@ def test_tool_calls_and_tool_results_count_their_strings(reference_encoding):
     }
     counted = count_request(body)
     enc = reference_encoding.encode_ordinary
-    assistant = 3 + len(enc("assistant")) + sum(
-        len(enc(s)) for s in ("call_1", "function", "get_current_weather", arguments)
+    assistant = (
+        3
+        + len(enc("assistant"))
+        + sum(len(enc(s)) for s in ("call_1", "function", "get_current_weather", arguments))
     )
     tool = 3 + len(enc("tool")) + len(enc("call_1")) + len(enc('{"temp": 21}'))
     assert counted.per_message[1:] == (assistant, tool)
@@ -171,7 +189,12 @@ def test_tool_calls_and_tool_results_count_their_strings(reference_encoding):
 
 @pytest.mark.parametrize(
     ("size", "detail", "tokens"),
-    [((1024, 1024), "high", 765), ((2048, 4096), "high", 1105), ((1024, 1024), "low", 85), ((4096, 8192), "low", 85)],
+    [
+        ((1024, 1024), "high", 765),
+        ((2048, 4096), "high", 1105),
+        ((1024, 1024), "low", 85),
+        ((4096, 8192), "low", 85),
+    ],
 )
 def test_tile_method_matches_published_examples(size, detail, tokens):
     counted = count_request(image_body(data_url(*size), detail=detail))
@@ -251,24 +274,56 @@ def test_corrupt_data_url_is_an_invalid_request():
         ({"model": "gpt-4.1", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"model": "gpt-4.1", "messages": [{"role": "user"}]}, "messages[0].content"),
         (
-            {"model": "gpt-4.1", "messages": [{"role": "user", "content": "a"}] * 3 + [{"role": "user", "content": 7}]},
+            {
+                "model": "gpt-4.1",
+                "messages": [{"role": "user", "content": "a"}] * 3 + [{"role": "user", "content": 7}],
+            },
             "messages[3].content",
         ),
-        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
-         "messages[0].content[0].text"),
-        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
-         "messages[0].content[0].type"),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "messages[0].content[0].text",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "messages[0].content[0].type",
+        ),
         ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x", "name": 3}]}, "messages[0].name"),
-        ({"model": "gpt-4.1", "messages": [{"role": "assistant", "content": None, "tool_calls": {}}]},
-         "messages[0].tool_calls"),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "assistant", "content": None, "tool_calls": {}}]},
+            "messages[0].tool_calls",
+        ),
         ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}], "tools": {}}, "tools"),
-        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
-         "tools[0].function"),
-        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}],
-          "tools": [{"type": "function", "function": {"description": "d"}}]}, "tools[0].function.name"),
-        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "ultra"}}]}]},
-         "messages[0].content[0].image_url.detail"),
+        (
+            {
+                "model": "gpt-4.1",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function"}],
+            },
+            "tools[0].function",
+        ),
+        (
+            {
+                "model": "gpt-4.1",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"description": "d"}}],
+            },
+            "tools[0].function.name",
+        ),
+        (
+            {
+                "model": "gpt-4.1",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "ultra"}}
+                        ],
+                    }
+                ],
+            },
+            "messages[0].content[0].image_url.detail",
+        ),
     ],
 )
 def test_malformed_bodies_say_what_is_wrong_and_where(body, where):
@@ -282,7 +337,9 @@ def test_malformed_bodies_say_what_is_wrong_and_where(body, where):
 
 
 def test_resent_history_is_served_from_the_cache():
-    history = [{"role": "system", "content": "You answer questions about the costkit ledger, briefly (test)."}]
+    history = [
+        {"role": "system", "content": "You answer questions about the costkit ledger, briefly (test)."}
+    ]
     already_counted = 0
     for turn in range(1, 6):
         history.append({"role": "user", "content": f"question number {turn}: how are cached tokens priced?"})

@@ -73,7 +73,15 @@ def test_a_tampered_vocabulary_is_refused(monkeypatch):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "hello world", "<|endoftext|>", "a <|endofprompt|> b", "日本語のテキスト", "emoji 🎉🎉", "\ud800 lone"],
+    [
+        "",
+        "hello world",
+        "<|endoftext|>",
+        "a <|endofprompt|> b",
+        "日本語のテキスト",
+        "emoji 🎉🎉",
+        "\ud800 lone",
+    ],
 )
 def test_counts_equal_plain_tiktoken(reference_encoding, text):
     assert tokens.count_text(text) == len(reference_encoding.encode_ordinary(text))
@@ -159,8 +167,23 @@ def test_encoding_loads_once_when_many_threads_start_together(reference_encoding
 
 # Characters around which the o200k pre-tokenizer behaves differently.
 _tricky = st.sampled_from(
-    list("aZq \n\r\t.,'!?0123456789/")
-    + ["'s", "'T", " the", "\n\n", "  ", "é", "ß", "\u0301", "日本", "🎉", "\u00a0", "<|endoftext|>", "A b", "x\ny"]
+    [
+        *list("aZq \n\r\t.,'!?0123456789/"),
+        "'s",
+        "'T",
+        " the",
+        "\n\n",
+        "  ",
+        "é",
+        "ß",
+        "́",
+        "日本",
+        "🎉",
+        "\xa0",
+        "<|endoftext|>",
+        "A b",
+        "x\ny",
+    ]
 )
 
 
@@ -184,7 +207,19 @@ def test_split_points_hold_for_arbitrary_unicode(reference_encoding, text, targe
 
 
 def test_long_text_counted_in_parallel_equals_whole_text_encode(reference_encoding):
-    words = ["Alpha", "beta", "gamma's", "delta.", "12345", "naïve", "日本語", "\n", "  ", "x/y", "<|endoftext|>"]
+    words = [
+        "Alpha",
+        "beta",
+        "gamma's",
+        "delta.",
+        "12345",
+        "naïve",
+        "日本語",
+        "\n",
+        "  ",
+        "x/y",
+        "<|endoftext|>",
+    ]
     text = " ".join(words[i * 7919 % len(words)] for i in range(200_000))
     assert len(text) > tokens.PARALLEL_THRESHOLD_CHARS
     assert len(tokens.split_text(text)) > 2
