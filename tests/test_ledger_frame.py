@@ -94,3 +94,29 @@ def test_money_columns_are_exact_integers_and_decimals(db_url: str) -> None:
     }
     assert expected <= set(frame.columns)
     assert frame["input_tokens"].iloc[0] == 2006 and frame["cached_input_tokens"].iloc[0] == 1920
+
+
+def test_every_row_field_round_trips(db_url: str) -> None:
+    from dataclasses import fields
+
+    row = make_row(
+        request_id="full",
+        response_id="chatcmpl-123",
+        stream=True,
+        status="partial",
+        usage_source="estimated",
+        estimated_input_tokens=2010,
+        ttft_us=120_000,
+        http_status=200,
+        x_metrics={"ttft_seconds": 0.12, "tps": 61.5, "total_time_seconds": 0.85},
+        tags={"team": "search", "user": "ana", "feature": "autocomplete"},
+        error="stream interrupted",
+        prompt_text="hello",
+        completion_text="wor",
+    )
+    with Ledger(db_url, store_text=True) as book:
+        book.record(row)
+        assert book.flush(10)
+        [stored] = book.rows()
+    for field in fields(row):
+        assert stored[field.name] == getattr(row, field.name), field.name
