@@ -318,18 +318,12 @@ def tail(
 @click.pass_context
 def replay(ctx: click.Context, as_json: bool, spool_dir: Path | None, db_url: str | None) -> None:
     """Insert every row waiting in the spool now; idempotent (running it twice adds nothing)."""
-    from costkit.ledger.ledger import Ledger
+    from costkit.ledger.ledger import replay_spool
 
     url = _url_of(ctx, db_url)
     with _database_errors(url):
-        book = Ledger(url, spool_dir=spool_dir)
-        try:
-            result = book.replay()
-        finally:
-            book.close()
+        directory, result = replay_spool(url, spool_dir)
     if as_json:
-        click.echo(
-            json.dumps({"spool": str(book.spool_dir), "rows": result.rows, "rejected": result.rejected})
-        )
+        click.echo(json.dumps({"spool": str(directory), "rows": result.rows, "rejected": result.rejected}))
     else:
-        click.echo(f"replayed {result.rows} spooled row(s) from {book.spool_dir}; {result.rejected} rejected")
+        click.echo(f"replayed {result.rows} spooled row(s) from {directory}; {result.rejected} rejected")

@@ -163,3 +163,21 @@ class Ledger:
         Rows still in the queue or spool are not shown: ``flush()`` first.
         """
         return frame_of(self.rows(since, until, tags))
+
+
+def replay_spool(
+    url: str | URL | None = None, spool_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, ReplayResult]:
+    """Replay a database's spool now, without starting a writer: ``costkit ledger replay``.
+
+    Returns the spool directory and what was replayed; raises ``DatabaseDown`` if the
+    database does not answer (the spool is then kept). Idempotent by ``request_id``.
+    """
+    resolved = resolve_url(url)
+    engine = make_engine(resolved)
+    try:
+        migrate.ensure_schema(engine)
+        spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(resolved))
+        return spool.directory, spool.replay(Store(engine).insert_isolating, wait=True)
+    finally:
+        engine.dispose()

@@ -1,0 +1,124 @@
+"""The spool: replay is idempotent, keeps what it cannot read, and is safe under concurrent use."""
+
+# ruff: noqa: F811  (pytest fixtures imported from tests.ledger_helpers are re-bound as arguments)
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+
+from costkit.ledger import Ledger
+from costkit.ledger.records import record_of
+from tests.ledger_helpers import (  # noqa: F401
+    db_url,
+    ids_in_ledger,
+    make_row,
+    pg_schema,
+    run_costkit,
+    sqlite_url,
+)
+
+
+def _spool_rows(url: str, spool: Path, ids: list[str]) -> None:
+    """Put rows in the spool the way a failing ledger does: record them on a closed ledger."""
+    book = Ledger(url, spool_dir=spool)
+    book.close()
+    for request_id in ids:
+        book.record(make_row(request_id=request_id))
+
+
+def test_replaying_a_spool_twice_adds_nothing(db_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    ids = [f"s{i}" for i in range(60)]
+    _spool_rows(db_url, spool, ids)
+    content = (spool / "spool.jsonl").read_bytes()
+    assert content.count(b"\n") == 60
+
+    first = run_costkit("ledger", "replay", "--db", db_url, "--spool-dir", str(spool), "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["rows"] == 60
+    assert Counter(ids_in_ledger(db_url)) == Counter(ids)
+    assert not (spool / "spool.jsonl").exists()
+
+    # A crash after commit but before the spool was trimmed leaves the same rows to replay again.
+    (spool / "spool.jsonl").write_bytes(content)
+    second = run_costkit("ledger", "replay", "--db", db_url, "--spool-dir", str(spool), "--json")
+    assert json.loads(second.stdout)["rows"] == 60
+    third = run_costkit("ledger", "replay", "--db", db_url, "--spool-dir", str(spool), "--json")
+    assert json.loads(third.stdout)["rows"] == 0
+    assert Counter(ids_in_ledger(db_url)) == Counter(ids)
+
+
+def test_a_torn_spool_line_is_kept_aside_and_the_rest_replayed(sqlite_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    _spool_rows(sqlite_url, spool, ["a", "b"])
+    with (spool / "spool.jsonl").open("ab") as stream:
+        stream.write(b'{"request_id": "torn", "mod')  # a write cut short by a crash
+    with Ledger(sqlite_url, spool_dir=spool) as book:
+        result = book.replay()
+    assert (result.rows, result.rejected) == (2, 1)
+    assert sorted(ids_in_ledger(sqlite_url)) == ["a", "b"]
+    [kept] = [json.loads(line) for line in (spool / "rejected.jsonl").read_text().splitlines()]
+    assert kept["line"].startswith('{"request_id": "torn"') and "unreadable" in kept["error"]
+
+
+def test_concurrent_appenders_and_replayers_lose_and_duplicate_nothing(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool_dir = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool_dir)
+    book.close()
+    spool = book.spool
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def append(worker: int) -> None:
+        for i in range(400):
+            spool.append_records([record_of(make_row(request_id=f"w{worker}-{i}"), False)], fsync=False)
+
+    def replay() -> None:
+        with Ledger(sqlite_url, spool_dir=spool_dir) as reader:
+            while not stop.is_set():
+                try:
+                    reader.replay()
+                except BaseException as error:  # surfaced below
+                    errors.append(error)
+                    return
+
+    appenders = [threading.Thread(target=append, args=(n,)) for n in range(4)]
+    replayers = [threading.Thread(target=replay) for _ in range(2)]
+    for thread in appenders + replayers:
+        thread.start()
+    for thread in appenders:
+        thread.join()
+    stop.set()
+    for thread in replayers:
+        thread.join()
+    assert errors == []
+    with Ledger(sqlite_url, spool_dir=spool_dir) as last:
+        last.replay()
+    got = Counter(ids_in_ledger(sqlite_url))
+    assert got == Counter(f"w{n}-{i}" for n in range(4) for i in range(400))
+    assert not spool.has_pending()
+
+
+def test_a_forked_child_records_its_own_rows(sqlite_url: str) -> None:
+    with Ledger(sqlite_url) as book:
+        for i in range(10):
+            book.record(make_row(request_id=f"parent-{i}"))
+        pid = os.fork()
+        if pid == 0:  # the child: its own writer thread, its own connections
+            code = 1
+            try:
+                for i in range(10):
+                    book.record(make_row(request_id=f"child-{i}"))
+                code = 0 if book.flush(30) else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert book.flush(30)
+    got = Counter(ids_in_ledger(sqlite_url))
+    assert got == Counter([f"parent-{i}" for i in range(10)] + [f"child-{i}" for i in range(10)])
