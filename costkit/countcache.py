@@ -1,69 +1,64 @@
-"""A bounded, thread-safe LRU map from a message's content to its token count.
+"""A bounded LRU map from a message's content to its token count.
 
 A conversation re-sends its whole history every turn; with this cache only the
-new messages are encoded. Bounded both in entries and in the size of the keys
-it holds; keys of large messages are replaced by a 16-byte digest.
+new messages are encoded. The caller keys large messages by a 16-byte digest,
+so the memory held is bounded by ``max_entries`` times the largest plain key.
+Safe to share between threads: reads and writes are single dict operations,
+and eviction runs under a lock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
+from itertools import islice
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-# Per-entry bookkeeping charged on top of the characters a key holds.
-_ENTRY_OVERHEAD = 128
-
 
 class CountCache(Generic[V]):
-    """LRU cache; ``weight`` is roughly the characters a key keeps alive."""
+    """LRU cache on a plain dict, whose insertion order is the recency order."""
 
-    def __init__(self, max_entries: int = 65_536, max_weight: int = 16 * 1024 * 1024) -> None:
+    __slots__ = ("_data", "_lock", "hits", "max_entries", "misses")
+
+    def __init__(self, max_entries: int = 32_768) -> None:
         self.max_entries = max_entries
-        self.max_weight = max_weight
-        self._data: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
-        self._weight = 0
+        self._data: dict[Hashable, V] = {}
         self._lock = threading.Lock()
-        self.hits = 0
+        self.hits = 0  # statistics only: not exact under threads
         self.misses = 0
 
     def get(self, key: Hashable) -> V | None:
-        found = self._data.get(key)
+        data = self._data
+        found = data.pop(key, None)
         if found is None:
             self.misses += 1
             return None
         self.hits += 1
-        with contextlib.suppress(KeyError):  # evicted by another thread meanwhile: value still right
-            self._data.move_to_end(key)
-        return found[0]
+        data[key] = found  # most recently used goes last
+        return found
 
-    def put(self, key: Hashable, value: V, weight: int) -> None:
-        weight += _ENTRY_OVERHEAD
-        if weight > self.max_weight:
-            return
+    def put(self, key: Hashable, value: V) -> None:
+        data = self._data
+        data[key] = value
+        if len(data) > self.max_entries:
+            self._evict()
+
+    def _evict(self) -> None:
+        # Evict an eighth at a time so a full cache does not pay a lock per insert.
         with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._weight -= old[1]
-            self._data[key] = (value, weight)
-            self._weight += weight
-            while self._weight > self.max_weight or len(self._data) > self.max_entries:
-                _, (_, evicted) = self._data.popitem(last=False)
-                self._weight -= evicted
+            data = self._data
+            excess = len(data) - self.max_entries
+            if excess <= 0:
+                return
+            for key in list(islice(data, excess + self.max_entries // 8)):
+                data.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
-            self._weight = 0
             self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._data)
-
-    @property
-    def weight(self) -> int:
-        return self._weight

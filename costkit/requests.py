@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from costkit.countcache import CountCache
 from costkit.errors import InvalidRequest
@@ -26,14 +26,17 @@ from costkit.models import Model, resolve_model
 from costkit.tokens import count_text, utf8_length
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_ROLE_SET = frozenset(ROLES)
+_NO_IMAGES: tuple[ImageCount, ...] = ()
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3  # <|start|>assistant<|message|>
 # num_tokens_for_tools constants for the o200k models.
 FUNC_INIT, PROP_INIT, PROP_KEY, ENUM_INIT, ENUM_ITEM, FUNC_END = 7, 3, 3, -3, 3, 12
 
-# Messages whose text is longer than this are cached under a digest of it.
-_DIGEST_ABOVE = 2048
+# Messages whose text is longer than this are cached under a digest of it, which
+# bounds the cache's memory by its entry count.
+_DIGEST_ABOVE = 1024
 
 Measure = Callable[[str], int]
 _MessageValue = tuple[int, tuple[ImageCount, ...]]
@@ -42,9 +45,8 @@ message_cache: CountCache[_MessageValue] = CountCache()
 _role_tokens: dict[str, int] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class RequestCount:
-    """Input tokens of one request, with where they come from."""
+class RequestCount(NamedTuple):
+    """Input tokens of one request, with where they come from (an immutable record)."""
 
     model: str
     input_tokens: int
@@ -70,10 +72,9 @@ class RequestCount:
 
 
 def _exact_role(role: str) -> int:
-    tokens = _role_tokens.get(role)
-    if tokens is None:
-        tokens = _role_tokens[role] = count_text(role)
-    return tokens
+    if not _role_tokens:
+        _role_tokens.update({r: count_text(r) for r in ROLES})
+    return _role_tokens[role]
 
 
 def _string_tokens(value: Any, measure: Measure, where: str) -> int:
@@ -125,35 +126,37 @@ def _content_parts(
 
 def _message_tokens(
     message: Any,
-    where: str,
+    index: int,
     model: Model,
     measure: Measure,
     role_tokens: Callable[[str], int],
     image_sizes: ImageSizes | None,
 ) -> _MessageValue:
     if type(message) is not dict:
-        raise InvalidRequest(where, "a message must be an object")
+        raise InvalidRequest(f"messages[{index}]", "a message must be an object")
     role = message.get("role")
-    if role not in ROLES or type(role) is not str:
-        raise InvalidRequest(f"{where}.role", f"must be one of {', '.join(ROLES)}, not {role!r}")
-    if message.get("content") is None and role not in ("assistant", "function"):
-        raise InvalidRequest(f"{where}.content", f"a {role} message needs content")
+    if type(role) is not str or role not in _ROLE_SET:
+        raise InvalidRequest(f"messages[{index}].role", f"must be one of {', '.join(ROLES)}, not {role!r}")
+    if message.get("content") is None and role != "assistant" and role != "function":
+        raise InvalidRequest(f"messages[{index}].content", f"a {role} message needs content")
     tokens = TOKENS_PER_MESSAGE + role_tokens(role)
-    images: list[ImageCount] = []
+    images = _NO_IMAGES
     for key, value in message.items():
-        if key == "role":
-            continue
         if type(value) is str:
-            tokens += measure(value)
-            if key == "name":
-                tokens += TOKENS_PER_NAME
-        elif value is None:
+            if key != "role":
+                tokens += measure(value)
+                if key == "name":
+                    tokens += TOKENS_PER_NAME
             continue
-        elif key == "content":
+        if value is None:
+            continue
+        where = f"messages[{index}]"
+        if key == "content":
             if type(value) is not list:
                 raise InvalidRequest(f"{where}.content", "must be a string, a list of content parts, or null")
-            part_tokens, images = _content_parts(value, where, model, measure, image_sizes)
+            part_tokens, found = _content_parts(value, where, model, measure, image_sizes)
             tokens += part_tokens
+            images = tuple(found)
         elif key in ("tool_calls", "function_call"):
             if type(value) is not (list if key == "tool_calls" else dict):
                 kind = "a list" if key == "tool_calls" else "an object"
@@ -162,7 +165,7 @@ def _message_tokens(
         elif key in ("name", "tool_call_id"):
             raise InvalidRequest(f"{where}.{key}", "must be a string")
         # Other non-string fields (flags, audio references) carry no prompt text.
-    return tokens, tuple(images)
+    return tokens, images
 
 
 def _tool_definitions(body: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -206,6 +209,8 @@ def _text_field(obj: Mapping[str, Any], key: str, where: str, default: str = "")
 
 def _tools_tokens(body: Mapping[str, Any], measure: Measure) -> int:
     """The cookbook's ``num_tokens_for_tools`` for the o200k models."""
+    if "tools" not in body and "functions" not in body:
+        return 0
     definitions = _tool_definitions(body)
     if not definitions:
         return 0
@@ -258,31 +263,41 @@ def _model_and_messages(body: Any) -> tuple[Model, list[Any]]:
     return model, messages
 
 
-def _cache_key(message: Any, model: Model) -> tuple[object, int] | None:
-    """(key, weight) for a message, or None when it cannot be cached."""
-    if type(message) is not dict:
-        return None
-    size = 0
-    for value in message.values():
-        if type(value) is str:
-            size += len(value)
-        else:
-            break
-    else:  # every value is a string: the items themselves are the key
-        if size <= _DIGEST_ABOVE:
-            return tuple(message.items()), size
-        digest = hashlib.blake2b(digest_size=16)
-        for key, value in message.items():
-            digest.update(key.encode("utf-8", "surrogatepass") + b"\x00")
-            digest.update(value.encode("utf-8", "surrogatepass") + b"\x01")
-        return digest.digest(), 16
+def _structured_key(message: dict[str, Any], model: Model) -> object | None:
+    """The key of a message holding content parts or tool calls; None if it is not JSON."""
     try:  # images count differently per model, so the model is part of the key
         text = model.id + "\x00" + json.dumps(message, sort_keys=True, ensure_ascii=False)
     except (TypeError, ValueError):
         return None
     if len(text) <= _DIGEST_ABOVE:
-        return text, len(text)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(), 16
+        return text
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _cached_message_tokens(message: Any, index: int, model: Model) -> _MessageValue:
+    """``_message_tokens`` through the per-message cache."""
+    if type(message) is not dict:
+        return _message_tokens(message, index, model, count_text, _exact_role, None)
+    items = tuple(message.items())
+    try:
+        size = sum(map(len, message.values()))
+    except TypeError:  # None or numbers beside the strings
+        size = sum(len(v) for v in message.values() if type(v) is str)
+    try:  # hashable values only: the items themselves are the key
+        # A long message is keyed by its hash and size instead of by itself, bounding the
+        # cache's memory. str hashes are keyed SipHash; a collision is far less likely
+        # than a hardware fault.
+        key: object = items if size <= _DIGEST_ABOVE else ("#", hash(items), size)
+        value = message_cache.get(key)
+    except TypeError:  # unhashable values (content parts, tool calls)
+        key = _structured_key(message, model)
+        if key is None:
+            return _message_tokens(message, index, model, count_text, _exact_role, None)
+        value = message_cache.get(key)
+    if value is None:
+        value = _message_tokens(message, index, model, count_text, _exact_role, None)
+        message_cache.put(key, value)
+    return value
 
 
 def count_request(body: Any, *, image_sizes: ImageSizes | None = None) -> RequestCount:
@@ -294,19 +309,16 @@ def count_request(body: Any, *, image_sizes: ImageSizes | None = None) -> Reques
     Messages already seen are not encoded again (a bounded per-message cache).
     """
     model, messages = _model_and_messages(body)
-    use_cache = image_sizes is None
     per_message: list[int] = []
     images: list[ImageCount] = []
     for i, message in enumerate(messages):
-        keyed = _cache_key(message, model) if use_cache else None
-        value = message_cache.get(keyed[0]) if keyed is not None else None
-        if value is None:
-            value = _message_tokens(message, f"messages[{i}]", model, count_text, _exact_role, image_sizes)
-            if keyed is not None:
-                message_cache.put(keyed[0], value, keyed[1])
-        per_message.append(value[0])
-        if value[1]:
-            images.extend(replace(image, where=f"messages[{i}].{image.where}") for image in value[1])
+        if image_sizes is None:
+            tokens, found = _cached_message_tokens(message, i, model)
+        else:  # caller-supplied sizes are not part of the cache key
+            tokens, found = _message_tokens(message, i, model, count_text, _exact_role, image_sizes)
+        per_message.append(tokens)
+        if found:
+            images.extend(replace(image, where=f"messages[{i}].{image.where}") for image in found)
     tools = _tools_tokens(body, count_text)
     total = sum(per_message) + tools + REPLY_PRIMING
     return RequestCount(model.id, total, tuple(per_message), tools, REPLY_PRIMING, tuple(images))
@@ -320,5 +332,5 @@ def input_upper_bound(body: Any, *, image_sizes: ImageSizes | None = None) -> tu
     model, messages = _model_and_messages(body)
     total = REPLY_PRIMING + _tools_tokens(body, utf8_length)
     for i, message in enumerate(messages):
-        total += _message_tokens(message, f"messages[{i}]", model, utf8_length, len, image_sizes)[0]
+        total += _message_tokens(message, i, model, utf8_length, len, image_sizes)[0]
     return model, total

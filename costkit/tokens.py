@@ -119,7 +119,7 @@ def is_loaded() -> bool:
 def count_text(text: str) -> int:
     """Tokens in ``text`` as the API counts them (special-token text counts as text)."""
     if len(text) < PARALLEL_THRESHOLD_CHARS:
-        return len(get_encoding().encode_ordinary(text))
+        return len((_encoding or get_encoding()).encode_ordinary(text))
     return _count_long(text)
 
 

@@ -353,23 +353,43 @@ def test_resent_history_is_served_from_the_cache():
         history.append({"role": "assistant", "content": f"answer {turn}: at the cached rate, once."})
 
 
-def test_cache_is_bounded_by_entries_and_weight():
-    cache: CountCache[int] = CountCache(max_entries=10, max_weight=10_000)
-    for i in range(100):
-        cache.put(("k", i), i, 500)
-    assert len(cache) <= 10
-    assert cache.weight <= 10_000
+def test_cache_is_bounded_and_forgets_the_least_recently_used():
+    cache: CountCache[int] = CountCache(max_entries=16)
+    for i in range(16):
+        cache.put(("k", i), i)
+    assert cache.get(("k", 0)) == 0  # used: now the most recent
+    for i in range(16, 100):
+        cache.put(("k", i), i)
+        assert len(cache) <= 16
     assert cache.get(("k", 99)) == 99
-    assert cache.get(("k", 0)) is None
+    assert cache.get(("k", 1)) is None
+    cache.put(("k", 100), 100)
+    assert len(cache) <= 16
+
+
+def _largest_key_text(cache: CountCache) -> int:
+    sizes = [0]
+    for key in cache._data:
+        if isinstance(key, tuple):
+            pairs = [item for item in key if isinstance(item, tuple)]
+            sizes.append(sum(len(v) for pair in pairs for v in pair if isinstance(v, str)))
+        elif isinstance(key, str):
+            sizes.append(len(key))
+    return max(sizes)
 
 
 def test_large_messages_are_cached_under_a_small_digest():
-    before = message_cache.weight
     text = "lorem ipsum dolor sit amet " * 10_000
-    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": text}]}
-    first = count_request(body)
-    assert message_cache.weight - before < 1_000
-    assert count_request(body) == first
+    for body in (
+        {"model": "gpt-4.1", "messages": [{"role": "user", "content": text}]},
+        {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi", "name": "n" * 5000}]},
+        {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]},
+    ):
+        first = count_request(body)
+        assert _largest_key_text(message_cache) <= 1100
+        before = message_cache.hits
+        assert count_request(body) == first
+        assert message_cache.hits == before + 1
 
 
 # Independent reference ------------------------------------------------------------------------
