@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from costkit.ledger import Ledger
+from costkit.ledger.ledger import replay_spool
 from costkit.ledger.records import record_of
 from tests.ledger_helpers import (  # noqa: F401
     db_url,
@@ -56,8 +57,7 @@ def test_a_torn_spool_line_is_kept_aside_and_the_rest_replayed(sqlite_url: str, 
     _spool_rows(sqlite_url, spool, ["a", "b"])
     with (spool / "spool.jsonl").open("ab") as stream:
         stream.write(b'{"request_id": "torn", "mod')  # a write cut short by a crash
-    with Ledger(sqlite_url, spool_dir=spool) as book:
-        result = book.replay()
+    _, result = replay_spool(sqlite_url, spool)
     assert (result.rows, result.rejected) == (2, 1)
     assert sorted(ids_in_ledger(sqlite_url)) == ["a", "b"]
     [kept] = [json.loads(line) for line in (spool / "rejected.jsonl").read_text().splitlines()]

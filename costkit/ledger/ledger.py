@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import URL
 
 from costkit.ledger import migrate
-from costkit.ledger.engine import make_engine
+from costkit.ledger.engine import is_database_down, make_engine
+from costkit.ledger.errors import DatabaseDown, LedgerError
 from costkit.ledger.location import default_spool_dir, resolve_url, safe_url
 from costkit.ledger.query import TimeBound, frame_of, read_rows
 from costkit.ledger.records import check_row
@@ -47,6 +48,9 @@ class Ledger:
 
     Prompt and completion text are stored only with ``store_text=True``. No
     credentials are ever stored; printed URLs hide their password.
+
+    Opening fails fast with ``DatabaseDown`` if the database cannot be reached at
+    all (a wrong URL should not pass silently); once open, outages are absorbed.
     """
 
     def __init__(
@@ -56,7 +60,7 @@ class Ledger:
         durable: bool = False,
         store_text: bool = False,
         spool_dir: str | os.PathLike[str] | None = None,
-        queue_size: int = 100_000,
+        queue_size: int = 10_000,
         batch_size: int = 1000,
         max_retry_delay: float = 10.0,
         migrate_schema: bool = True,
@@ -70,8 +74,11 @@ class Ledger:
         if migrate_schema:
             try:
                 migrate.ensure_schema(self.engine)
-            except Exception:
+            except Exception as error:
                 self.engine.dispose()
+                if is_database_down(error) and not isinstance(error, LedgerError):
+                    reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
+                    raise DatabaseDown(f"cannot open the ledger at {safe_url(self.url)}: {reason}") from error
                 raise
         self._writer = Writer(
             self._store,
