@@ -45,7 +45,7 @@ def resolve_url(url: str | URL | None = None) -> URL:
         text = re.sub(r"^(postgresql|postgres)://", "postgresql+psycopg://", text)
         try:
             parsed = make_url(text)
-        except ArgumentError as exc:
+        except (ArgumentError, ValueError) as exc:
             raise LedgerError(f"bad database URL: {exc}") from None
     if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
         raise LedgerError(
