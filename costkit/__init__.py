@@ -34,12 +34,25 @@ _EXPORTS: dict[str, str] = {
     "Row": "costkit.ledger.row",
     "Ledger": "costkit.ledger",
     "to_usd": "costkit.money",
+    "RequestRefused": "costkit.errors",
+    "ContextWindowExceeded": "costkit.errors",
+    "Transport": "costkit.intercept",
+    "AsyncTransport": "costkit.intercept",
+    "Httpx2Transport": "costkit.intercept",
+    "AsyncHttpx2Transport": "costkit.intercept",
+    "wrap": "costkit.intercept",
+    "tags": "costkit.attribution",
+    "current_tags": "costkit.attribution",
 }
 
 __all__ = [
     "DEFAULT_OUTPUT_RESERVE",
+    "AsyncHttpx2Transport",
+    "AsyncTransport",
+    "ContextWindowExceeded",
     "Cost",
     "CostkitError",
+    "Httpx2Transport",
     "ImageCount",
     "InvalidRequest",
     "InvalidUsage",
@@ -49,27 +62,36 @@ __all__ = [
     "PriceBook",
     "PriceBookError",
     "RequestCount",
+    "RequestRefused",
     "Row",
     "TokenizerError",
+    "Transport",
     "UnknownModel",
     "cost",
     "count_request",
     "count_text",
+    "current_tags",
     "default_price_book",
     "preflight",
+    "tags",
     "to_usd",
+    "wrap",
 ]
 
 if TYPE_CHECKING:
+    from costkit.attribution import current_tags, tags
     from costkit.errors import (
+        ContextWindowExceeded,
         CostkitError,
         InvalidRequest,
         InvalidUsage,
         PriceBookError,
+        RequestRefused,
         TokenizerError,
         UnknownModel,
     )
     from costkit.images import ImageCount
+    from costkit.intercept import AsyncHttpx2Transport, AsyncTransport, Httpx2Transport, Transport, wrap
     from costkit.ledger import Ledger
     from costkit.ledger.row import Row
     from costkit.money import to_usd

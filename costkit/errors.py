@@ -37,3 +37,21 @@ class PriceBookError(CostkitError, ValueError):
 
 class TokenizerError(CostkitError, RuntimeError):
     """The shipped vocabulary is missing or does not match tiktoken's published sha256."""
+
+
+class RequestRefused(CostkitError):
+    """A declared pre-flight refusal: raised before any byte of the request leaves."""
+
+
+class ContextWindowExceeded(RequestRefused):
+    """The request's input plus its output reserve does not fit the context window."""
+
+    def __init__(self, tokens: int, limit: int, overflow: int, output_reserve: int = 0) -> None:
+        self.tokens = tokens
+        self.limit = limit
+        self.overflow = overflow
+        self.output_reserve = output_reserve
+        super().__init__(
+            f"request needs {tokens:,} input + {output_reserve:,} output tokens, over the "
+            f"{limit:,}-token context window by {overflow:,}; nothing was sent"
+        )

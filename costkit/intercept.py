@@ -1,0 +1,345 @@
+"""httpx transports that account for every chat-completions call, and ``wrap(client)``.
+
+The transport wraps another transport (default: the stack's own HTTP
+transport). Chat-completions requests are counted, pre-flighted and recorded;
+everything else passes through untouched. The caller gets the same status,
+headers and body bytes at the same moment: each chunk is forwarded as it
+arrives, read on the side. The only exceptions costkit raises are declared
+pre-flight refusals (``ContextWindowExceeded``), raised before any byte is sent;
+the caller's own exceptions (timeouts, dropped connections) reach it unchanged.
+
+One accounting core (``costkit.accounting``) serves both HTTP stacks: ``httpx``
+(``Transport``, ``AsyncTransport``) and ``httpx2``, on which openai 3.x is built
+(``Httpx2Transport``, ``AsyncHttpx2Transport``). ``wrap`` picks the right one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from costkit.accounting import (
+    Call,
+    Hook,
+    Options,
+    Recorder,
+    is_chat_completions,
+    start_call,
+    strip_tags_header,
+)
+from costkit.errors import RequestRefused
+from costkit.pricing import PriceBook
+from costkit.responses import ResponseReader
+from costkit.verdict import DEFAULT_OUTPUT_RESERVE
+
+log = logging.getLogger("costkit")
+
+
+def _options(
+    ledger: Recorder | None,
+    tags: Mapping[str, str] | None,
+    preflight: bool,
+    context_limit: int | None,
+    default_output_reserve: int,
+    price_book: PriceBook | None,
+    store_text: bool,
+    hooks: Sequence[Hook],
+) -> Options:
+    from costkit.attribution import _checked
+
+    return Options(
+        ledger=ledger,
+        tags=_checked(dict(tags or {})),
+        preflight=preflight,
+        context_limit=context_limit,
+        default_output_reserve=default_output_reserve,
+        price_book=price_book,
+        store_text=store_text,
+        hooks=tuple(hooks),
+    )
+
+
+def _safe_feed(reader: ResponseReader, chunk: bytes) -> bytes:
+    try:
+        return reader.feed(chunk)
+    except Exception:  # our bug must not break the caller's stream: stop reading our copy
+        log.exception("costkit: could not read a response chunk; forwarding it untouched")
+        reader.fail()
+        return chunk
+
+
+def _safe_close(reader: ResponseReader, exhausted: bool) -> None:
+    try:
+        reader.close(exhausted)
+    except Exception:
+        log.exception("costkit: could not settle a response")
+
+
+def _begin(options: Options, request: Any) -> Call | None:
+    """Start accounting for ``request``; only a declared refusal is raised."""
+    try:
+        return start_call(
+            options, request.method, request.url.host, request.url.path, request.headers.raw, request.read
+        )
+    except RequestRefused:
+        raise
+    except Exception:
+        log.exception("costkit: could not account for a request; sending it as is")
+        return None
+
+
+def _begin_async_body(options: Options, request: Any, body: bytes) -> Call | None:
+    try:
+        return start_call(
+            options, request.method, request.url.host, request.url.path, request.headers.raw, lambda: body
+        )
+    except RequestRefused:
+        raise
+    except Exception:
+        log.exception("costkit: could not account for a request; sending it as is")
+        return None
+
+
+@functools.cache
+def transport_classes(hx: ModuleType) -> tuple[type, type]:
+    """(sync, async) costkit transports for one httpx-shaped module (``httpx`` or ``httpx2``)."""
+
+    class _Stream(hx.SyncByteStream):  # type: ignore[name-defined,misc]
+        def __init__(self, inner: Any, reader: ResponseReader) -> None:
+            self._inner = inner
+            self._reader = reader
+            self._exhausted = False
+
+        def __iter__(self) -> Iterator[bytes]:
+            reader = self._reader
+            try:
+                for chunk in self._inner:
+                    out = _safe_feed(reader, chunk)
+                    if out:
+                        yield out
+            except GeneratorExit:  # the caller stopped reading early
+                raise
+            except BaseException:
+                reader.fail()
+                raise
+            self._exhausted = True
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                _safe_close(self._reader, self._exhausted)
+
+    class _AsyncStream(hx.AsyncByteStream):  # type: ignore[name-defined,misc]
+        def __init__(self, inner: Any, reader: ResponseReader) -> None:
+            self._inner = inner
+            self._reader = reader
+            self._exhausted = False
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            reader = self._reader
+            try:
+                async for chunk in self._inner:
+                    out = _safe_feed(reader, chunk)
+                    if out:
+                        yield out
+            except GeneratorExit:
+                raise
+            except BaseException:
+                reader.fail()
+                raise
+            self._exhausted = True
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                _safe_close(self._reader, self._exhausted)
+
+    def _rebuild(request: Any, call: Call) -> Any:
+        headers = [(k, v) for k, v in call.headers if k.lower() != b"content-length"]
+        headers.append((b"Content-Length", str(len(call.send_body)).encode()))
+        return hx.Request(
+            request.method,
+            request.url,
+            headers=headers,
+            content=call.send_body,
+            extensions=request.extensions,
+        )
+
+    def _without_tags(request: Any) -> Any:
+        kept, value = strip_tags_header(request.headers.raw)
+        if value is None:
+            return request
+        return hx.Request(
+            request.method, request.url, headers=kept, stream=request.stream, extensions=request.extensions
+        )
+
+    def _response(response: Any, call: Call, stream: Any) -> Any:
+        reader = call.tap(response.status_code, response.headers)
+        return hx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=stream(response.stream, reader),
+            extensions=response.extensions,
+        )
+
+    class SyncTransport(hx.BaseTransport):  # type: ignore[name-defined,misc]
+        __doc__ = f"""A ``{hx.__name__}`` transport that counts, pre-flights and records chat completions.
+
+        Closing the response stream (the client does it) settles and records the request.
+        ``handle_request`` raises ``ContextWindowExceeded`` before sending a request
+        that cannot fit; every other exception is the inner transport's, unchanged.
+        """
+
+        def __init__(
+            self,
+            inner: Any = None,
+            *,
+            ledger: Recorder | None = None,
+            tags: Mapping[str, str] | None = None,
+            preflight: bool = True,
+            context_limit: int | None = None,
+            default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
+            price_book: PriceBook | None = None,
+            store_text: bool = False,
+            hooks: Sequence[Hook] = (),
+        ) -> None:
+            self.inner = inner if inner is not None else hx.HTTPTransport()
+            self.options = _options(
+                ledger, tags, preflight, context_limit, default_output_reserve, price_book, store_text, hooks
+            )
+
+        def handle_request(self, request: Any) -> Any:
+            if not is_chat_completions(request.method, request.url.path):
+                return self.inner.handle_request(_without_tags(request))
+            call = _begin(self.options, request)
+            if call is None:
+                return self.inner.handle_request(_without_tags(request))
+            if call.request_changed:
+                request = _rebuild(request, call)
+            try:
+                response = self.inner.handle_request(request)
+            except BaseException as exc:
+                call.failed(exc)
+                raise
+            return _response(response, call, _Stream)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class AsyncTransport(hx.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        __doc__ = f"""The asyncio twin of ``{hx.__name__}`` ``Transport``; the same contract."""
+
+        def __init__(
+            self,
+            inner: Any = None,
+            *,
+            ledger: Recorder | None = None,
+            tags: Mapping[str, str] | None = None,
+            preflight: bool = True,
+            context_limit: int | None = None,
+            default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
+            price_book: PriceBook | None = None,
+            store_text: bool = False,
+            hooks: Sequence[Hook] = (),
+        ) -> None:
+            self.inner = inner if inner is not None else hx.AsyncHTTPTransport()
+            self.options = _options(
+                ledger, tags, preflight, context_limit, default_output_reserve, price_book, store_text, hooks
+            )
+
+        async def handle_async_request(self, request: Any) -> Any:
+            if not is_chat_completions(request.method, request.url.path):
+                return await self.inner.handle_async_request(_without_tags(request))
+            body = await request.aread()
+            call = _begin_async_body(self.options, request, body)
+            if call is None:
+                return await self.inner.handle_async_request(_without_tags(request))
+            if call.request_changed:
+                request = _rebuild(request, call)
+            try:
+                response = await self.inner.handle_async_request(request)
+            except BaseException as exc:
+                call.failed(exc)
+                raise
+            return _response(response, call, _AsyncStream)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    SyncTransport.__qualname__ = SyncTransport.__name__ = "Transport"
+    AsyncTransport.__qualname__ = AsyncTransport.__name__ = "AsyncTransport"
+    return SyncTransport, AsyncTransport
+
+
+Transport, AsyncTransport = transport_classes(httpx)
+
+
+def _httpx2() -> ModuleType | None:
+    try:
+        import httpx2
+    except ImportError:
+        return None
+    return httpx2
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Httpx2Transport", "AsyncHttpx2Transport"):
+        hx2 = _httpx2()
+        if hx2 is None:
+            raise AttributeError(f"{name} needs httpx2: pip install httpx2")
+        sync, asynchronous = transport_classes(hx2)
+        return sync if name == "Httpx2Transport" else asynchronous
+    raise AttributeError(f"module 'costkit.intercept' has no attribute {name!r}")
+
+
+def _install(http_client: Any, transport_cls: type, options: dict[str, Any]) -> None:
+    """Put a costkit transport around the client's own transport and every mounted one."""
+
+    def wrapped(inner: Any) -> Any:
+        return inner if isinstance(inner, transport_cls) else transport_cls(inner, **options)
+
+    http_client._transport = wrapped(http_client._transport)
+    mounts = getattr(http_client, "_mounts", None)
+    if isinstance(mounts, dict):
+        for pattern, inner in list(mounts.items()):
+            if inner is not None:
+                mounts[pattern] = wrapped(inner)
+
+
+def wrap(client: Any, **options: Any) -> Any:
+    """Install costkit in ``client`` and return it: an ``openai.OpenAI``/``AsyncOpenAI`` client,
+    or an ``httpx``/``httpx2`` ``Client``/``AsyncClient``. ``options`` are ``Transport``'s.
+
+    The client keeps its own settings (timeouts, limits, proxies): its transports are
+    wrapped in place, so wrapping twice changes nothing.
+    """
+    http_client = client
+    inner = getattr(client, "_client", None)  # the openai SDK keeps its HTTP client here
+    if inner is not None and not _is_http_client(client):
+        http_client = inner
+    for module in (httpx, _httpx2()):
+        if module is None:
+            continue
+        sync, asynchronous = transport_classes(module)
+        if isinstance(http_client, module.Client):
+            _install(http_client, sync, options)
+            return client
+        if isinstance(http_client, module.AsyncClient):
+            _install(http_client, asynchronous, options)
+            return client
+    raise TypeError(
+        "costkit.wrap takes an openai client or an httpx/httpx2 Client or AsyncClient, "
+        f"not {type(client).__name__}"
+    )
+
+
+def _is_http_client(obj: Any) -> bool:
+    modules = [m for m in (httpx, _httpx2()) if m is not None]
+    return any(isinstance(obj, (m.Client, m.AsyncClient)) for m in modules)
