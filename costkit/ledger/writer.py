@@ -85,6 +85,8 @@ class Writer:
         self._cycle_failed = False
         self._lock = threading.Lock()
         self._flushes: list[_Flush] = []
+        self._held: list[Record] = []  # taken from the queue, not yet in the database or the spool
+        self._finished = False
         self._accepting = True
         self._stopping = False
         self._down = False
@@ -125,10 +127,10 @@ class Writer:
 
     def flush(self, timeout: float | None = None) -> bool:
         """True once every row put before the call is committed; False on timeout or if the DB is down."""
-        if not self._thread.is_alive():
-            return not self._queue and not self.spool.has_pending()
         request = _Flush()
         with self._lock:
+            if self._finished or not self._thread.is_alive():
+                return not self._queue and not self._held and not self.spool.has_pending()
             self._flushes.append(request)
         self._wake.set()
         self._urgent.set()
@@ -148,6 +150,16 @@ class Writer:
             self._thread.join(timeout)
         self._spill_queue()
         _live.discard(self)
+        if self._held and not self._thread.is_alive():
+            try:
+                self.spool.append_records(self._held, fsync=True)
+                self._held = []
+            except OSError:
+                log.error(
+                    "costkit ledger: %d row(s) could reach neither the database nor the spool %s",
+                    len(self._held),
+                    self.spool.directory,
+                )
         return not self._thread.is_alive() and not self._down and not self._replay_wanted
 
     def _spill_queue(self) -> None:
@@ -183,6 +195,11 @@ class Writer:
             except Exception:  # never let a bug kill the thread that holds the rows
                 log.exception("costkit ledger writer: unexpected error; rows are kept and retried")
                 self._mark_down()
+            if stopping:
+                with self._lock:
+                    self._finished = True
+                    flushes += self._flushes
+                    self._flushes = []
             for request in flushes:
                 request.ok = not self._cycle_failed
                 request.done.set()
@@ -197,6 +214,9 @@ class Writer:
 
     def _drain(self, count: int | None) -> None:
         """Write ``count`` rows from the queue (all of them when None) to the database or the spool."""
+        if self._held:
+            held, self._held = self._held, []
+            self._write(held)
         remaining = count
         queue = self._queue
         while remaining is None or remaining > 0:
@@ -234,7 +254,11 @@ class Writer:
             )
 
     def _to_spool(self, records: list[Record]) -> None:
-        self.spool.append_records(records, fsync=True)
+        try:
+            self.spool.append_records(records, fsync=True)
+        except OSError:
+            self._held.extend(records)  # kept in memory and retried: the disk may come back too
+            raise
         self._replay_wanted = True
 
     def _replay(self, force: bool) -> None:
