@@ -74,12 +74,20 @@ class Options:
     context_limit: int | None = None
     default_output_reserve: int = DEFAULT_OUTPUT_RESERVE
     price_book: PriceBook | None = None
-    store_text: bool = False
     hooks: Sequence[Hook] = ()
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.ledger if self.ledger is not None else default_ledger()
+
+    @property
+    def store_text(self) -> bool:
+        """Prompt and completion text are kept only when the ledger opted in (``store_text=True``)."""
+        return getattr(self.recorder, "store_text", False) is True
 
     def record(self, row: Row) -> None:
         try:
-            (self.ledger if self.ledger is not None else default_ledger()).record(row)
+            self.recorder.record(row)
         except Exception:  # never into the caller; the ledger spools what it can
             log.exception("costkit: could not record request %s", row.request_id)
 

@@ -47,7 +47,6 @@ def _options(
     context_limit: int | None,
     default_output_reserve: int,
     price_book: PriceBook | None,
-    store_text: bool,
     hooks: Sequence[Hook],
 ) -> Options:
     from costkit.attribution import _checked
@@ -59,7 +58,6 @@ def _options(
         context_limit=context_limit,
         default_output_reserve=default_output_reserve,
         price_book=price_book,
-        store_text=store_text,
         hooks=tuple(hooks),
     )
 
@@ -207,12 +205,11 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             context_limit: int | None = None,
             default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
             price_book: PriceBook | None = None,
-            store_text: bool = False,
             hooks: Sequence[Hook] = (),
         ) -> None:
             self.inner = inner if inner is not None else hx.HTTPTransport()
             self.options = _options(
-                ledger, tags, preflight, context_limit, default_output_reserve, price_book, store_text, hooks
+                ledger, tags, preflight, context_limit, default_output_reserve, price_book, hooks
             )
 
         def handle_request(self, request: Any) -> Any:
@@ -246,12 +243,11 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             context_limit: int | None = None,
             default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
             price_book: PriceBook | None = None,
-            store_text: bool = False,
             hooks: Sequence[Hook] = (),
         ) -> None:
             self.inner = inner if inner is not None else hx.AsyncHTTPTransport()
             self.options = _options(
-                ledger, tags, preflight, context_limit, default_output_reserve, price_book, store_text, hooks
+                ledger, tags, preflight, context_limit, default_output_reserve, price_book, hooks
             )
 
         async def handle_async_request(self, request: Any) -> Any:

@@ -137,7 +137,8 @@ class ResponseReader:
                 elif self._note_payload(payload) and kept is not None:
                     continue  # the usage-only chunk costkit asked for: not the caller's
             if kept is not None:
-                kept.append(raw)
+                # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
+                kept.append(raw.replace(b',"usage":null', b"", 1) if b',"usage":null' in raw else raw)
         if kept is None:
             return chunk
         return b"".join(kept)

@@ -1,0 +1,446 @@
+"""The interceptor, driven by the official openai SDK against a real server on 127.0.0.1.
+
+Every test reads its rows back from a real SQLite ledger file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+
+import httpx
+import httpx2
+import openai
+import pytest
+
+import costkit
+from costkit import ContextWindowExceeded, Ledger
+from costkit.pricing import cost
+from tests.fakeupstream import FakeUpstream, count_completion, count_prompt
+
+BODY_MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name three prime numbers."},
+]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    book = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    yield book
+    book.close()
+
+
+def rows(ledger: Ledger) -> list[dict]:
+    assert ledger.flush(timeout=30)
+    frame = ledger.frame()
+    return frame.sort_values("started_at").to_dict("records")
+
+
+def sdk(upstream, ledger, stack: str = "httpx2", **options):
+    """An OpenAI client wrapped by costkit on the chosen HTTP stack."""
+    if stack == "httpx2":
+        client = openai.OpenAI(base_url=upstream.base_url, api_key="sk-test-SECRET", max_retries=0)
+    else:
+        client = openai.OpenAI(
+            base_url=upstream.base_url, api_key="sk-test-SECRET", max_retries=0, http_client=httpx.Client()
+        )
+    return costkit.wrap(client, ledger=ledger, **options)
+
+
+def create(client, scenario: str, headers: dict | None = None, **kwargs):
+    return client.chat.completions.create(
+        model="openai/gpt-4.1",
+        messages=BODY_MESSAGES,
+        extra_headers={"X-Fake-Scenario": scenario, **(headers or {})},
+        **kwargs,
+    )
+
+
+def expected_prompt(**body) -> int:
+    return count_prompt({"model": "openai/gpt-4.1", "messages": BODY_MESSAGES, **body})
+
+
+# Plain responses ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["httpx2", "httpx"])
+def test_plain_response_is_recorded_from_provider_usage(upstream, ledger, stack):
+    upstream.cached_tokens = 0
+    client = sdk(upstream, ledger, stack)
+    reply = create(client, "json", stream=False)
+    (row,) = rows(ledger)
+    prompt = expected_prompt(stream=False)
+    completion = count_completion(reply.choices[0].message.content).tokens
+    assert (row["status"], row["usage_source"], row["stream"]) == ("ok", "provider", False)
+    assert (row["input_tokens"], row["output_tokens"], row["cached_input_tokens"]) == (prompt, completion, 0)
+    assert row["estimated_input_tokens"] == prompt  # costkit's own count agrees with the provider
+    assert row["response_id"] == reply.id
+    assert row["cost_nanousd"] == cost("gpt-4.1", prompt, 0, completion).nanousd
+    assert row["price_id"] == "gpt-4.1@2025-04-14"
+    assert row["model"] == "gpt-4.1"
+    assert row["endpoint_host"] == "127.0.0.1"
+    assert row["http_status"] == 200
+
+
+def test_cached_tokens_are_charged_at_the_cached_rate(upstream, ledger):
+    upstream.extra_prompt_tokens, upstream.cached_tokens = 2000, 1920
+    try:
+        create(sdk(upstream, ledger), "json", stream=False)
+    finally:
+        upstream.extra_prompt_tokens, upstream.cached_tokens = 0, 0
+    (row,) = rows(ledger)
+    assert row["cached_input_tokens"] == 1920
+    assert row["cost_nanousd"] == cost("gpt-4.1", row["input_tokens"], 1920, row["output_tokens"]).nanousd
+    assert row["input_tokens"] == expected_prompt(stream=False) + 2000
+
+
+def test_x_metrics_are_kept(upstream, ledger):
+    create(sdk(upstream, ledger), "json_x_metrics", stream=False)
+    (row,) = rows(ledger)
+    assert set(row["x_metrics"]) == {"ttft_seconds", "tps", "total_time_seconds"}
+
+
+def test_plain_response_without_usage_is_estimated(upstream, ledger):
+    reply = create(sdk(upstream, ledger), "json_no_usage", stream=False)
+    (row,) = rows(ledger)
+    assert row["usage_source"] == "estimated"
+    assert row["input_tokens"] == expected_prompt(stream=False)
+    assert row["output_tokens"] == count_completion(reply.choices[0].message.content).tokens
+    assert row["cost_nanousd"] == cost("gpt-4.1", row["input_tokens"], 0, row["output_tokens"]).nanousd > 0
+
+
+def test_tool_call_reply_without_usage_estimates_its_arguments(upstream, ledger):
+    client = sdk(upstream, ledger)
+    reply = create(client, "json_tool_calls", stream=False)
+    (row,) = rows(ledger)
+    call = reply.choices[0].message.tool_calls[0]
+    assert row["usage_source"] == "provider"
+    assert row["output_tokens"] > 0
+    assert call.function.arguments
+
+
+# Streams ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["httpx2", "httpx"])
+def test_stream_is_recorded_with_exact_usage_and_the_caller_never_sees_the_usage_chunk(
+    upstream, ledger, stack
+):
+    upstream.reset()
+    chunks = list(create(sdk(upstream, ledger, stack), "sse", stream=True))
+    assert all(chunk.choices for chunk in chunks)  # no usage-only chunk reached the caller
+    assert all(chunk.usage is None for chunk in chunks)
+    sent = upstream.requests[-1].json
+    assert sent["stream_options"] == {"include_usage": True}  # costkit asked upstream for usage
+    (row,) = rows(ledger)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert (row["status"], row["usage_source"], row["stream"]) == ("ok", "provider", True)
+    assert row["input_tokens"] == expected_prompt(stream=True, stream_options={"include_usage": True})
+    assert row["output_tokens"] == count_completion(text).tokens
+    assert row["cost_nanousd"] > 0  # never $0 for a stream
+    assert row["ttft_us"] is not None and 0 < row["ttft_us"] <= row["latency_us"]
+
+
+def test_a_caller_that_asked_for_usage_still_gets_its_usage_chunk(upstream, ledger):
+    chunks = list(create(sdk(upstream, ledger), "sse", stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    (row,) = rows(ledger)
+    assert row["output_tokens"] == chunks[-1].usage.completion_tokens
+
+
+def test_usage_on_a_chunk_that_still_has_choices_is_accepted(upstream, ledger):
+    chunks = list(create(sdk(upstream, ledger), "sse_usage_on_choice", stream=True))
+    carried = [c.usage for c in chunks if c.usage is not None]
+    (row,) = rows(ledger)
+    assert carried and row["usage_source"] == "provider"
+    assert row["output_tokens"] == carried[-1].completion_tokens
+
+
+def test_stream_without_usage_is_estimated_from_its_deltas(upstream, ledger):
+    chunks = list(create(sdk(upstream, ledger), "sse_no_usage", stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"]) == ("ok", "estimated")
+    assert row["output_tokens"] == count_completion(text).tokens
+    assert row["cost_nanousd"] == cost("gpt-4.1", row["input_tokens"], 0, row["output_tokens"]).nanousd > 0
+
+
+def test_streamed_tool_call_arguments_are_counted(upstream, ledger):
+    chunks = list(create(sdk(upstream, ledger), "sse_tool_calls", stream=True))
+    (row,) = rows(ledger)
+    fragments = [
+        tc.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for tc in (c.choices[0].delta.tool_calls or ())
+    ]
+    assert json.loads("".join(fragments))
+    assert row["usage_source"] == "provider" and row["output_tokens"] > 0
+
+
+def test_stream_cut_midway_reaches_the_caller_unchanged_and_is_recorded_partial(upstream, ledger):
+    bare = openai.OpenAI(base_url=upstream.base_url, api_key="sk-test", max_retries=0)
+    with pytest.raises(Exception) as without:
+        list(create(bare, "sse_cut", stream=True))
+    seen: list = []
+    with pytest.raises(Exception) as wrapped:
+        for chunk in create(sdk(upstream, ledger), "sse_cut", stream=True):
+            seen.append(chunk)
+    assert type(wrapped.value) is type(without.value)
+    (row,) = rows(ledger)
+    text = "".join(c.choices[0].delta.content or "" for c in seen if c.choices)
+    assert (row["status"], row["usage_source"]) == ("partial", "estimated")
+    assert text and row["output_tokens"] == count_completion(text).tokens
+    assert row["cost_nanousd"] > 0
+
+
+def test_caller_closing_a_stream_early_is_recorded_partial(upstream, ledger):
+    stream = create(sdk(upstream, ledger), "sse", stream=True)
+    first = next(iter(stream))
+    stream.close()
+    (row,) = rows(ledger)
+    assert first.choices
+    assert (row["status"], row["usage_source"]) == ("partial", "estimated")
+
+
+def test_malformed_stream_line_is_the_callers_error_and_a_partial_row(upstream, ledger):
+    bare = openai.OpenAI(base_url=upstream.base_url, api_key="sk-test", max_retries=0)
+    with pytest.raises(Exception) as without:
+        list(create(bare, "sse_malformed", stream=True))
+    with pytest.raises(Exception) as wrapped:
+        list(create(sdk(upstream, ledger), "sse_malformed", stream=True))
+    assert type(wrapped.value) is type(without.value)
+    (row,) = rows(ledger)
+    assert row["status"] == "partial"
+
+
+def test_provider_streams_by_default_and_costkit_reads_the_response(upstream, ledger):
+    client = costkit.wrap(httpx.Client(), ledger=ledger)
+    body = {"model": "openai/gpt-4.1", "messages": BODY_MESSAGES}  # no "stream": the provider streams
+    with client.stream("POST", f"{upstream.base_url}/chat/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        data = b"".join(response.iter_bytes())
+    assert data.rstrip().endswith(b"data: [DONE]")
+    (row,) = rows(ledger)
+    assert row["stream"] is True or row["stream"] == 1
+    assert row["status"] == "ok" and row["output_tokens"] > 0
+
+
+# The bytes the caller reads -----------------------------------------------------------------
+
+_VOLATILE = re.compile(rb'"(id|created|system_fingerprint)": ?("[^"]*"|\d+)')
+
+
+def normalised(data: bytes) -> bytes:
+    return _VOLATILE.sub(rb'"\1":"*"', data)
+
+
+def read_raw(client: httpx.Client, upstream, scenario: str, body: dict) -> tuple[int, bytes, str]:
+    with client.stream(
+        "POST", f"{upstream.base_url}/chat/completions", json=body, headers={"X-Fake-Scenario": scenario}
+    ) as response:
+        return response.status_code, b"".join(response.iter_raw()), response.headers["content-type"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "body"),
+    [
+        ("json", {"stream": False}),
+        ("json_x_metrics", {"stream": False}),
+        ("sse", {"stream": True}),
+        ("sse", {"stream": True, "stream_options": {"include_usage": True}}),
+        ("sse_usage_on_choice", {"stream": True}),
+        ("sse_tool_calls", {"stream": True}),
+        ("status_429", {"stream": False}),
+        ("status_500", {"stream": True}),
+    ],
+)
+def test_the_caller_reads_the_same_bytes_with_and_without_costkit(upstream, ledger, scenario, body):
+    body = {"model": "openai/gpt-4.1", "messages": BODY_MESSAGES, **body}
+    bare = read_raw(httpx.Client(), upstream, scenario, body)
+    wrapped = read_raw(costkit.wrap(httpx.Client(), ledger=ledger), upstream, scenario, body)
+    assert (bare[0], bare[2]) == (wrapped[0], wrapped[2])
+    assert normalised(bare[1]) == normalised(wrapped[1])
+    assert len(rows(ledger)) == 1
+
+
+# Errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scenario", "error", "status"),
+    [("status_429", openai.RateLimitError, 429), ("status_500", openai.InternalServerError, 500)],
+)
+def test_http_errors_reach_the_caller_and_are_recorded_at_zero_cost(
+    upstream, ledger, scenario, error, status
+):
+    with pytest.raises(error) as caught:
+        create(sdk(upstream, ledger), scenario, stream=False)
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["cost_nanousd"]) == ("error", status, 0)
+    assert caught.value.status_code == status
+    assert row["error"].startswith(f"HTTP {status}")
+
+
+def test_a_timeout_reaches_the_caller_and_is_recorded(upstream, ledger):
+    upstream.delay = 2.0
+    client = sdk(upstream, ledger).with_options(timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        create(client, "slow", stream=False)
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["cost_nanousd"]) == ("error", None, 0)
+    assert "Timeout" in row["error"]
+
+
+def test_a_refused_connection_reaches_the_caller_and_is_recorded(ledger):
+    client = costkit.wrap(
+        openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-test", max_retries=0), ledger=ledger
+    )
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model="gpt-4.1", messages=BODY_MESSAGES)
+    (row,) = rows(ledger)
+    assert (row["status"], row["cost_nanousd"]) == ("error", 0)
+
+
+def test_a_request_that_cannot_fit_is_refused_before_sending_and_recorded_blocked(upstream, ledger):
+    upstream.reset()
+    huge = [{"role": "user", "content": "costkit " * 1_100_000}]
+    with pytest.raises(ContextWindowExceeded) as caught:
+        sdk(upstream, ledger).chat.completions.create(model="openai/gpt-4.1", messages=huge, max_tokens=100)
+    assert upstream.requests == []  # not a byte left
+    assert caught.value.limit == 1_047_576
+    assert caught.value.overflow == caught.value.tokens + 100 - 1_047_576 > 0
+    (row,) = rows(ledger)
+    assert (row["status"], row["cost_nanousd"], row["input_tokens"]) == ("blocked", 0, caught.value.tokens)
+
+
+def test_other_endpoints_pass_through_untouched(upstream, ledger):
+    models = sdk(upstream, ledger).models.list()
+    assert any(m.id == "openai/gpt-4.1" for m in models)
+    assert rows(ledger) == []
+
+
+# Attribution ------------------------------------------------------------------------------
+
+
+def test_tags_from_transport_context_and_header_are_merged_and_the_header_stays_home(upstream, ledger):
+    upstream.reset()
+    client = sdk(upstream, ledger, tags={"team": "platform", "feature": "summaries"})
+    with costkit.tags(team="search", job="nightly-eval"):
+        create(client, "json", headers={"X-Costkit-Tags": "user=42"}, stream=False)
+    (row,) = rows(ledger)
+    assert row["tags"] == {"team": "search", "feature": "summaries", "job": "nightly-eval", "user": "42"}
+    assert upstream.requests[-1].header("x-costkit-tags") is None
+
+
+def test_tags_follow_threads_and_asyncio_tasks(upstream, ledger):
+    client = sdk(upstream, ledger)
+
+    def worker(name: str) -> None:
+        with costkit.tags(worker=name):
+            create(client, "json", stream=False)
+
+    threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    async def main() -> None:
+        aclient = costkit.wrap(
+            openai.AsyncOpenAI(base_url=upstream.base_url, api_key="sk-test", max_retries=0), ledger=ledger
+        )
+
+        async def task(name: str) -> None:
+            with costkit.tags(worker=name):
+                await aclient.chat.completions.create(
+                    model="gpt-4.1",
+                    messages=BODY_MESSAGES,
+                    stream=False,
+                    extra_headers={"X-Fake-Scenario": "json"},
+                )
+
+        await asyncio.gather(*(task(f"a{i}") for i in range(4)))
+
+    asyncio.run(main())
+    found = sorted(r["tags"]["worker"] for r in rows(ledger))
+    assert found == ["a0", "a1", "a2", "a3", "t0", "t1", "t2", "t3"]
+
+
+# Async ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["httpx2", "httpx"])
+def test_async_client_streamed_and_plain(upstream, ledger, stack):
+    async def main() -> list:
+        http_client = None if stack == "httpx2" else httpx.AsyncClient()
+        client = openai.AsyncOpenAI(
+            base_url=upstream.base_url,
+            api_key="sk-test",
+            max_retries=0,
+            **({"http_client": http_client} if http_client else {}),
+        )
+        client = costkit.wrap(client, ledger=ledger)
+        plain = await client.chat.completions.create(
+            model="gpt-4.1", messages=BODY_MESSAGES, stream=False, extra_headers={"X-Fake-Scenario": "json"}
+        )
+        stream = await client.chat.completions.create(
+            model="gpt-4.1", messages=BODY_MESSAGES, stream=True, extra_headers={"X-Fake-Scenario": "sse"}
+        )
+        chunks = [c async for c in stream]
+        return [plain, chunks]
+
+    plain, chunks = asyncio.run(main())
+    found = rows(ledger)
+    assert [r["stream"] for r in found] == [False, True]
+    assert all(
+        r["status"] == "ok" and r["usage_source"] == "provider" and r["cost_nanousd"] > 0 for r in found
+    )
+    assert found[0]["response_id"] == plain.id
+    assert all(c.choices for c in chunks)
+
+
+def test_wrap_picks_the_stack_of_the_client_and_is_idempotent(ledger):
+    sync2 = costkit.wrap(httpx2.Client(), ledger=ledger)
+    assert type(sync2._transport).__module__ == "costkit.intercept"
+    assert isinstance(sync2._transport, costkit.Httpx2Transport)
+    again = costkit.wrap(sync2, ledger=ledger)
+    assert again._transport is sync2._transport
+    assert isinstance(costkit.wrap(httpx.AsyncClient(), ledger=ledger)._transport, costkit.AsyncTransport)
+    with pytest.raises(TypeError):
+        costkit.wrap(object())
+
+
+# No secrets -------------------------------------------------------------------------------
+
+
+def test_the_api_key_is_never_written_anywhere(upstream, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    path = tmp_path / "secret-test.sqlite"
+    book = Ledger(f"sqlite:///{path}", store_text=True)
+    client = costkit.wrap(
+        openai.OpenAI(base_url=upstream.base_url, api_key="sk-live-TOPSECRET-123", max_retries=0), ledger=book
+    )
+    create(client, "json", stream=False)
+    with pytest.raises(openai.RateLimitError):
+        create(client, "status_429", stream=False)
+    with pytest.raises(ContextWindowExceeded) as refused:
+        client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "x " * 1_100_000}]
+        )
+    book.close()
+    assert "TOPSECRET" not in str(refused.value)
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            assert b"TOPSECRET" not in file.read_bytes(), file
+    assert "TOPSECRET" not in caplog.text
