@@ -10,6 +10,7 @@ output is estimated from what streamed.
 from __future__ import annotations
 
 import json
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from typing import Any
 
 from costkit.sse import DONE, SSEScanner
 from costkit.tokens import count_text
+
+
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,41 +131,48 @@ class ResponseReader:
             self._body.append(data)
             return chunk
         events = self._scanner.feed(data) if data else []
-        kept: list[bytes] | None = [] if self._drop else None
-        for raw, payload in events:
-            if payload is not None:
-                if self.ttft_us is None:
-                    self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
-                if payload == DONE:
-                    self.done = True
-                elif self._note_payload(payload) and kept is not None:
-                    continue  # the usage-only chunk costkit asked for: not the caller's
-            if kept is not None:
-                # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
-                kept.append(raw.replace(b',"usage":null', b"", 1) if b',"usage":null' in raw else raw)
-        if kept is None:
+        if events and self.ttft_us is None:
+            self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
+        dropped = -1
+        payloads = self._payloads
+        for i, (_raw, payload) in enumerate(events):
+            if payload is None:
+                continue
+            if payload == DONE:
+                self.done = True
+                continue
+            payloads.append(payload)
+            # A cheap shape check per chunk; the JSON is parsed only where it matters.
+            if payload[:1] != b"{" or payload[-1:] != b"}":
+                self.malformed = True
+            elif (self.response_id is None or _USAGE_OBJECT.search(payload)) and self._inspect(payload):
+                dropped = i
+        if not self._drop:
             return chunk
-        return b"".join(kept)
+        if dropped < 0 and len(events) == 1:
+            raw = events[0][0]
+        else:  # the usage-only chunk costkit asked for is not the caller's
+            raw = b"".join(event[0] for i, event in enumerate(events) if i != dropped)
+        # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
+        return raw.replace(b',"usage":null', b"") if b',"usage":null' in raw else raw
 
-    def _note_payload(self, payload: bytes) -> bool:
-        """Keep the payload; True when it is a usage-only chunk."""
-        self._payloads.append(payload)
-        if self.response_id is None or (b'"usage"' in payload and b'"usage":null' not in payload):
-            try:
-                chunk = json.loads(payload)
-            except ValueError:
-                self.malformed = True
-                return False
-            if not isinstance(chunk, dict):
-                self.malformed = True
-                return False
-            if self.response_id is None and isinstance(chunk.get("id"), str):
-                self.response_id = chunk["id"]
-            usage = parse_usage(chunk.get("usage"))
-            if usage is not None:
-                self.usage = usage
-                return chunk.get("choices") == []
-        return False
+    def _inspect(self, payload: bytes) -> bool:
+        """Parse one chunk for its id and usage; True when it is a usage-only chunk."""
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            self.malformed = True
+            return False
+        if not isinstance(chunk, dict):
+            self.malformed = True
+            return False
+        if self.response_id is None and isinstance(chunk.get("id"), str):
+            self.response_id = chunk["id"]
+        usage = parse_usage(chunk.get("usage"))
+        if usage is None:
+            return False
+        self.usage = usage
+        return chunk.get("choices") == []
 
     def fail(self) -> None:
         """The stream broke (connection dropped, timeout): what arrived is all there is."""
@@ -179,7 +190,8 @@ class ResponseReader:
                 if payload == DONE:
                     self.done = True
                 elif payload is not None:
-                    self._note_payload(payload)
+                    self._payloads.append(payload)
+                    self._inspect(payload)
         if not self.is_sse:
             self._read_json()
         self._on_close(self)

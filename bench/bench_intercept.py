@@ -1,0 +1,171 @@
+"""Interceptor overhead: the official openai SDK with and without costkit, same local server.
+
+    .venv/bin/python bench/bench_intercept.py [--quick]
+
+The server (``tests/fakeupstream.py``) runs in its own process on 127.0.0.1 so its
+work does not share the client's interpreter. Bare and wrapped requests run in
+alternating blocks (so the ledger writer's background work lands on the wrapped
+client's block, not on its bare neighbour), and each figure is a median over many
+requests, reported against the bare client measured in the same run. The wrapped
+client records into a real SQLite ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SYSTEM = (
+    "You are the on-call assistant of a payments team. Answer in two short sentences, name the service "
+    "you suspect, and never invent log lines. If the question is not about production incidents, say so."
+)
+BLOCK = 50
+WORDS = "checkout latency spiked for EU cards after the deploy at nine forty; what should we roll back first".split()
+
+
+def user_message(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(130))
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakeupstream", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise SystemExit(f"fake upstream did not start: {line!r}")
+    return proc, line.split(" ", 1)[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n_plain = 200 if args.quick else 1000
+    n_stream = 100 if args.quick else 400
+    n_long = 6 if args.quick else 20
+
+    import openai
+
+    import costkit
+
+    proc, base_url = start_server()
+    tmp = tempfile.mkdtemp(prefix="costkit-bench-intercept-")
+    ledger = costkit.Ledger(f"sqlite:///{tmp}/ledger.sqlite")
+    try:
+        bare = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+        wrapped = costkit.wrap(
+            openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0), ledger=ledger
+        )
+        costkit.count_text("warm the encoding")
+        rng = random.Random(7)
+        messages = [
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(rng)}]
+            for _ in range(max(n_plain, n_stream))
+        ]
+        prompt_tokens = statistics.mean(
+            costkit.count_request({"model": "gpt-4.1", "messages": m}).input_tokens for m in messages[:50]
+        )
+
+        def plain(client: openai.OpenAI, msgs: list[dict]) -> float:
+            t0 = time.perf_counter()
+            client.chat.completions.create(
+                model="openai/gpt-4.1", messages=msgs, stream=False, extra_headers={"X-Fake-Scenario": "json"}
+            )
+            return time.perf_counter() - t0
+
+        def first_chunk(client: openai.OpenAI, msgs: list[dict]) -> float:
+            t0 = time.perf_counter()
+            stream = client.chat.completions.create(
+                model="openai/gpt-4.1", messages=msgs, stream=True, extra_headers={"X-Fake-Scenario": "sse"}
+            )
+            next(iter(stream))
+            elapsed = time.perf_counter() - t0
+            for _ in stream:
+                pass
+            return elapsed
+
+        def long_stream(client: openai.OpenAI, msgs: list[dict]) -> tuple[float, int]:
+            t0 = time.perf_counter()
+            stream = client.chat.completions.create(
+                model="openai/gpt-4.1",
+                messages=msgs,
+                stream=True,
+                extra_headers={"X-Fake-Scenario": "sse", "X-Fake-Completion-Words": "4000"},
+            )
+            chunks = sum(1 for _ in stream)
+            return time.perf_counter() - t0, chunks
+
+        for _ in range(20):  # warm connections, caches and the ledger
+            plain(bare, messages[0])
+            plain(wrapped, messages[0])
+
+        bare_t, ours_t = [], []
+        for block in range(0, n_plain, BLOCK):
+            bare_t += [plain(bare, messages[i]) for i in range(block, min(n_plain, block + BLOCK))]
+            ours_t += [plain(wrapped, messages[i]) for i in range(block, min(n_plain, block + BLOCK))]
+        b, o = statistics.median(bare_t), statistics.median(ours_t)
+        print(
+            f"costkit interceptor benchmark  python {sys.version.split()[0]}  openai {openai.__version__}  "
+            f"cpus {os.cpu_count()}"
+        )
+        print()
+        print(
+            f"plain request, ~{prompt_tokens:.0f} prompt tokens, {n_plain} each, in alternating blocks of {BLOCK}"
+        )
+        print(f"  bare client      median {b * 1000:8.3f} ms")
+        print(
+            f"  costkit          median {o * 1000:8.3f} ms   added {(o - b) * 1000:+.3f} ms   goal <= 0.3 ms"
+        )
+        print()
+
+        bare_t, ours_t = [], []
+        for block in range(0, n_stream, BLOCK):
+            bare_t += [first_chunk(bare, messages[i]) for i in range(block, min(n_stream, block + BLOCK))]
+            ours_t += [first_chunk(wrapped, messages[i]) for i in range(block, min(n_stream, block + BLOCK))]
+        b, o = statistics.median(bare_t), statistics.median(ours_t)
+        print(f"time to first chunk, streamed, {n_stream} each, in alternating blocks of {BLOCK}")
+        print(f"  bare client      median {b * 1000:8.3f} ms")
+        print(f"  costkit          median {o * 1000:8.3f} ms   added {(o - b) * 1000:+.3f} ms   goal <= 1 ms")
+        print()
+
+        bare_rate, ours_rate = [], []
+        chunks = 0
+        for i in range(n_long):
+            t, chunks = long_stream(bare, messages[i])
+            bare_rate.append(chunks / t)
+            t, chunks = long_stream(wrapped, messages[i])
+            ours_rate.append(chunks / t)
+        b, o = statistics.median(bare_rate), statistics.median(ours_rate)
+        print(f"streamed chunk throughput, {chunks} chunks a stream, {n_long} streams each, alternating")
+        print(f"  bare client      median {b:10,.0f} chunks/s")
+        print(f"  costkit          median {o:10,.0f} chunks/s   ratio {o / b:.3f}   goal >= 0.95")
+        assert ledger.flush(timeout=60)
+        recorded = len(ledger.frame())
+        expected = 20 + n_plain + n_stream + n_long
+        print()
+        print(f"rows recorded by the wrapped client: {recorded} (expected {expected})")
+        assert recorded == expected
+    finally:
+        ledger.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
