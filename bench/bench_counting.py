@@ -73,8 +73,9 @@ def median_time(fn: Callable[[], object], reps: int, setup: Callable[[], None] |
     return statistics.median(times)
 
 
-def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int,
-                setup_b: Callable[[], None] | None = None) -> tuple[float, float]:
+def interleaved(
+    a: Callable[[], object], b: Callable[[], object], reps: int, setup_b: Callable[[], None] | None = None
+) -> tuple[float, float]:
     """Median times of a and b, alternating so both see the same machine noise."""
     ta, tb = [], []
     for _ in range(reps):
@@ -113,24 +114,30 @@ def main() -> None:
     from costkit import count_request, preflight
     from costkit.requests import message_cache
 
-    print(f"costkit counting benchmark  python {sys.version.split()[0]}  tiktoken {tiktoken.__version__}  "
-          f"cpus {os.cpu_count()}  reps {reps}")
+    print(
+        f"costkit counting benchmark  python {sys.version.split()[0]}  tiktoken {tiktoken.__version__}  "
+        f"cpus {os.cpu_count()}  reps {reps}"
+    )
     print()
 
     rng = random.Random(2026)
     # 1. 10,000 small requests of ~200 tokens, every message distinct (the cache cannot help).
     system_prompts = [paragraph(rng, 40) for _ in range(10_000)]
     bodies = [
-        {"model": "openai/gpt-4.1", "messages": [
-            {"role": "system", "content": system_prompts[i]},
-            {"role": "user", "content": paragraph(rng, 150)},
-        ]}
+        {
+            "model": "openai/gpt-4.1",
+            "messages": [
+                {"role": "system", "content": system_prompts[i]},
+                {"role": "user", "content": paragraph(rng, 150)},
+            ],
+        }
         for i in range(10_000)
     ]
     raw_counts = [raw_count(enc, b["messages"]) for b in bodies]
     ours_counts = [count_request(b).input_tokens for b in bodies]
     assert ours_counts == raw_counts, "small requests: counts differ from raw tiktoken"
     mean_tokens = statistics.mean(raw_counts)
+
     def raw_small() -> None:
         for b in bodies:
             raw_count(enc, b["messages"])
@@ -145,8 +152,13 @@ def main() -> None:
         reps,
         setup_b=message_cache.clear,
     )
-    report(f"10,000 small requests (mean {mean_tokens:.0f} tokens, all distinct, cold cache)",
-           "raw tiktoken formula", base, ours, "<= 1.15x")
+    report(
+        f"10,000 small requests (mean {mean_tokens:.0f} tokens, all distinct, cold cache)",
+        "raw tiktoken formula",
+        base,
+        ours,
+        "<= 1.15x",
+    )
     print()
 
     # 2. One ~1,000,000-token request: exact count, and the fit verdict of a < 1 MB request.
@@ -161,11 +173,16 @@ def main() -> None:
         reps,
         setup_b=message_cache.clear,
     )
-    report(f"exact count of one {expected:,}-token request ({len(big_text.encode()) / 1e6:.1f} MB)",
-           "raw tiktoken, single thread", base, ours, "<= 1.0x (aim well below)")
+    report(
+        f"exact count of one {expected:,}-token request ({len(big_text.encode()) / 1e6:.1f} MB)",
+        "raw tiktoken, single thread",
+        base,
+        ours,
+        "<= 1.0x (aim well below)",
+    )
     print()
 
-    sub_mb = big_text[: 950_000]
+    sub_mb = big_text[:950_000]
     sub = {"model": "gpt-4.1", "messages": [{"role": "user", "content": sub_mb}]}
     sub_tokens = raw_count(enc, sub["messages"])
     verdict = preflight(sub)
@@ -176,8 +193,13 @@ def main() -> None:
         lambda: preflight(sub).fits,
         reps,
     )
-    report(f"fit verdict for a {len(sub_mb.encode()) / 1e6:.2f} MB request ({sub_tokens:,} tokens)",
-           "raw tiktoken encoding it", base, ours, f">= 20x faster (here {base / ours:,.0f}x)")
+    report(
+        f"fit verdict for a {len(sub_mb.encode()) / 1e6:.2f} MB request ({sub_tokens:,} tokens)",
+        "raw tiktoken encoding it",
+        base,
+        ours,
+        f">= 20x faster (here {base / ours:,.0f}x)",
+    )
     print()
 
     # 3. A 50-turn conversation re-sending its whole history each turn.
@@ -190,6 +212,7 @@ def main() -> None:
     raw_turns = [raw_count(enc, t["messages"]) for t in turns]
     message_cache.clear()
     assert [count_request(t).input_tokens for t in turns] == raw_turns, "conversation: counts differ"
+
     def raw_turns_() -> None:
         for t in turns:
             raw_count(enc, t["messages"])
@@ -204,8 +227,13 @@ def main() -> None:
         reps,
         setup_b=message_cache.clear,
     )
-    report(f"50-turn conversation re-sending history ({sum(raw_turns):,} tokens counted in all)",
-           "raw tiktoken recounting each turn", base, ours, f">= 10x faster (here {base / ours:.1f}x)")
+    report(
+        f"50-turn conversation re-sending history ({sum(raw_turns):,} tokens counted in all)",
+        "raw tiktoken recounting each turn",
+        base,
+        ours,
+        f">= 10x faster (here {base / ours:.1f}x)",
+    )
     print()
 
     # 4. Cold start: `costkit check` on a small file against a bare tiktoken start.

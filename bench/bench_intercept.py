@@ -126,7 +126,8 @@ def main() -> None:
         )
         print()
         print(
-            f"plain request, ~{prompt_tokens:.0f} prompt tokens, {n_plain} each, in alternating blocks of {BLOCK}"
+            f"plain request, ~{prompt_tokens:.0f} prompt tokens, {n_plain} each, "
+            f"in alternating blocks of {BLOCK}"
         )
         print(f"  bare client      median {b * 1000:8.3f} ms")
         print(
