@@ -29,10 +29,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 WORDS = (
-    "the of and to in is that for it as was with be by on not he this are or his from at which but have an had "
-    "they you were their one all we can her has there been if more when will would who so no ledger token cached "
-    "prompt budget request stream usage model latency report nightly eval team search feature invoice customer "
-    "PostgreSQL SQLite Alembic tiktoken café naïve 2026 3.14 42 x/y don't it's we're"
+    "the of and to in is that for it as was with be by on not he this are or his from at which but "
+    "have an had they you were their one all we can her has there been if more when will would who "
+    "so no ledger token cached prompt budget request stream usage model latency report nightly eval "
+    "team search feature invoice customer PostgreSQL SQLite Alembic tiktoken café naïve 2026 3.14 42 "
+    "x/y don't it's we're"
 ).split()
 
 

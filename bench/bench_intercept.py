@@ -30,7 +30,9 @@ SYSTEM = (
     "you suspect, and never invent log lines. If the question is not about production incidents, say so."
 )
 BLOCK = 50
-WORDS = "checkout latency spiked for EU cards after the deploy at nine forty; what should we roll back first".split()
+WORDS = (
+    "checkout latency spiked for EU cards after the deploy at nine forty; what should we roll back first"
+).split()
 
 
 def user_message(rng: random.Random) -> str:
