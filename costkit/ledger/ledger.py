@@ -32,7 +32,8 @@ class Ledger:
     the user data directory. A fresh database is migrated to the newest schema on open.
 
     ``record`` never waits on the database: rows go through a bounded in-memory queue
-    (``queue_size``) to a background thread that inserts them in batches
+    (``queue_size`` rows, roughly 0.5 kB each; when it is full, ``record`` appends the
+    row to the spool file itself) to a background thread that inserts them in batches
     (``batch_size``). When the database fails, rows go to an append-only spool on
     disk (``spool_dir``: next to the SQLite file, or in the user data dir) and are
     replayed, idempotently by ``request_id``, as soon as it answers again (retries
@@ -60,8 +61,8 @@ class Ledger:
         durable: bool = False,
         store_text: bool = False,
         spool_dir: str | os.PathLike[str] | None = None,
-        queue_size: int = 10_000,
-        batch_size: int = 1000,
+        queue_size: int = 100_000,
+        batch_size: int = 5000,
         max_retry_delay: float = 10.0,
         migrate_schema: bool = True,
     ) -> None:
