@@ -202,6 +202,9 @@ class Call:
             if changed is not None:
                 self.send_body = changed
                 self.added_usage_option = True
+                # Uncompressed, so the usage chunk costkit asked for can be taken out again.
+                self.headers = [(k, v) for k, v in self.headers if k.lower() != b"accept-encoding"]
+                self.headers.append((b"Accept-Encoding", b"identity"))
 
     def refuse(self, refusal: RequestRefused) -> None:
         """Record the request as blocked, then raise the refusal: nothing has been sent."""

@@ -236,6 +236,25 @@ def test_provider_streams_by_default_and_costkit_reads_the_response(upstream, le
     assert row["status"] == "ok" and row["output_tokens"] > 0
 
 
+def test_gzip_responses_are_read_on_the_side(upstream, ledger):
+    client = sdk(upstream, ledger)
+    reply = create(client, "json", headers={"X-Fake-Gzip": "1"}, stream=False)
+    chunks = list(create(client, "sse", headers={"X-Fake-Gzip": "1"}, stream=True))
+    plain, streamed = rows(ledger)
+    assert upstream.requests[-2].header("accept-encoding") != "identity"  # the plain request is untouched
+    assert (plain["usage_source"], plain["output_tokens"]) == (
+        "provider",
+        count_completion(reply.choices[0].message.content).tokens,
+    )
+    assert all(c.choices for c in chunks)
+    assert streamed["usage_source"] == "provider" and streamed["output_tokens"] > 0
+    raw = costkit.wrap(httpx.Client(), ledger=ledger)
+    body = {"model": "gpt-4.1", "messages": BODY_MESSAGES, "stream": False}
+    response = raw.post(f"{upstream.base_url}/chat/completions", json=body, headers={"X-Fake-Gzip": "1"})
+    assert response.headers["content-encoding"] == "gzip"  # the side copy really was compressed
+    assert rows(ledger)[-1]["output_tokens"] == response.json()["usage"]["completion_tokens"]
+
+
 # The bytes the caller reads -----------------------------------------------------------------
 
 _VOLATILE = re.compile(rb'"(id|created|system_fingerprint)": ?("[^"]*"|\d+)')
