@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import statistics
@@ -97,6 +98,65 @@ def report(name: str, base_name: str, base: float, ours: float, goal: str) -> No
     print(f"  {'costkit':<34} median {ours * 1000:10.2f} ms   ratio {ours / base:6.3f}x   goal {goal}")
 
 
+def load_peers() -> dict[str, Callable[[list[dict]], int]]:
+    """LiteLLM's token_counter and tokencost, when installed (network off: local price maps)."""
+    peers: dict[str, Callable[[list[dict]], int]] = {}
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    try:
+        import litellm
+
+        peers["LiteLLM token_counter"] = lambda messages: litellm.token_counter(
+            model="gpt-4.1", messages=messages
+        )
+    except ImportError:
+        pass
+    try:
+        import tokencost
+
+        peers["tokencost"] = lambda messages: tokencost.count_message_tokens(messages, "gpt-4.1")
+    except ImportError:
+        pass
+    if saved is not None:  # LiteLLM points TIKTOKEN_CACHE_DIR at its own folder on import
+        os.environ["TIKTOKEN_CACHE_DIR"] = saved
+    return peers
+
+
+def peer_run(
+    counter: Callable[[list[dict]], int], workload: list[list[dict]], reps: int
+) -> tuple[list[int], float]:
+    counts = [counter(m) for m in workload]
+
+    def run() -> None:
+        for m in workload:
+            counter(m)
+
+    return counts, median_time(run, reps)
+
+
+def report_peers(
+    peers: dict[str, Callable[[list[dict]], int]],
+    workload: list[list[dict]],
+    expected: list[int],
+    base: float,
+    reps: int,
+) -> None:
+    for name, counter in peers.items():
+        quiet = logging.getLogger("tokencost.costs")  # it logs a warning on every call
+        level, quiet.level = quiet.level, logging.ERROR
+        try:
+            counts, t = peer_run(counter, workload, reps)
+        finally:
+            quiet.setLevel(level)
+        same = sum(c == e for c, e in zip(counts, expected, strict=True))
+        drift = statistics.mean((c - e) / e for c, e in zip(counts, expected, strict=True)) * 100
+
+        print(
+            f"  {name:<34} median {t * 1000:10.2f} ms   ratio {t / base:6.3f}x   "
+            f"counts equal to raw tiktoken: {same}/{len(expected)} (mean drift {drift:+.2f}%)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -160,6 +220,8 @@ def main() -> None:
         ours,
         "<= 1.15x",
     )
+    peers = load_peers()
+    report_peers(peers, [b["messages"] for b in bodies], raw_counts, base, max(1, reps // 3))
     print()
 
     # 2. One ~1,000,000-token request: exact count, and the fit verdict of a < 1 MB request.
@@ -181,6 +243,7 @@ def main() -> None:
         ours,
         "<= 1.0x (aim well below)",
     )
+    report_peers(peers, [big["messages"]], [expected], base, max(1, reps // 3))
     print()
 
     sub_mb = big_text[:950_000]
