@@ -20,7 +20,6 @@ from typing import Any
 from costkit.sse import DONE, SSEScanner
 from costkit.tokens import count_text
 
-
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
