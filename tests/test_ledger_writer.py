@@ -90,12 +90,17 @@ def test_a_full_queue_spills_to_the_spool_and_loses_nothing(sqlite_url: str, tmp
         ({"request_id": ""}, "request_id"),
     ],
 )
-def test_rows_breaking_the_contract_are_refused_at_once(sqlite_url: str, change: dict, message: str) -> None:
+def test_rows_breaking_the_contract_are_refused_at_once_and_kept_aside(
+    sqlite_url: str, tmp_path: Path, change: dict, message: str
+) -> None:
     with Ledger(sqlite_url) as book:
         with pytest.raises(ValueError, match=message):
-            book.record(make_row(**change))
+            book.record(make_row(**{"response_id": "chatcmpl-kept", **change}))
         assert book.flush(10)
     assert ids_in_ledger(sqlite_url) == []
+    [kept] = (tmp_path / "ledger.sqlite.spool" / "rejected.jsonl").read_text().splitlines()
+    assert json.loads(json.loads(kept)["line"])["response_id"] == "chatcmpl-kept"
+    assert message in json.loads(kept)["error"]
 
 
 def test_rows_recorded_after_close_are_replayed_by_the_next_ledger(sqlite_url: str) -> None:

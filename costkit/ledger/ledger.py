@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +19,7 @@ from costkit.ledger.location import default_spool_dir, resolve_url, safe_url
 from costkit.ledger.query import TimeBound, frame_of, read_rows
 from costkit.ledger.records import check_row
 from costkit.ledger.row import Row
-from costkit.ledger.spool import ReplayResult, Spool
+from costkit.ledger.spool import ReplayResult, Spool, rejection
 from costkit.ledger.store import Store
 from costkit.ledger.writer import Writer
 
@@ -109,12 +112,26 @@ class Ledger:
         """Account one request. Returns without waiting on the database.
 
         Raises ``ValueError``/``TypeError`` at once if ``row`` breaks the ``Row``
-        contract (unknown status, naive datetime, float money…). The ledger owns
+        contract (unknown status, naive datetime, float money…); such a row is
+        still written to ``rejected.jsonl`` in the spool directory. The ledger owns
         the row afterwards: do not change it. Recording a ``request_id`` that is
         already in the ledger stores nothing new.
         """
-        check_row(row)
+        try:
+            check_row(row)
+        except ValueError as error:
+            self._keep_refused(row, error)
+            raise
         self._writer.put(row)
+
+    def _keep_refused(self, row: Row, error: ValueError) -> None:
+        """A row refused by ``record`` is still kept for a human in the spool's ``rejected.jsonl``."""
+        data = {f.name: getattr(row, f.name) for f in fields(row)}
+        if not self.store_text:
+            data["prompt_text"] = data["completion_text"] = None
+        line = json.dumps(data, default=str, ensure_ascii=False).encode()
+        with contextlib.suppress(OSError):  # the ValueError raised to the caller is the report that matters
+            self.spool.reject([rejection(line, f"refused by Ledger.record: {error}")])
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row recorded before this call is committed.

@@ -156,7 +156,7 @@ class Spool:
                 try:
                     batch.append(record_from_line(line))
                 except (ValueError, TypeError) as error:
-                    refused.append(_rejection(line, f"unreadable spool line: {error}"))
+                    refused.append(rejection(line, f"unreadable spool line: {error}"))
                     continue
                 if len(batch) >= batch_size:
                     refused.extend(self._insert(batch, insert, result))
@@ -171,7 +171,7 @@ class Spool:
     def _insert(batch: list[Record], insert: InsertBatch, result: ReplayResult) -> list[bytes]:
         refused = insert(batch)
         result.rows += len(batch)
-        return [_rejection(spool_line(record), error) for record, error in refused]
+        return [rejection(spool_line(record), error) for record, error in refused]
 
     def reject(self, entries: list[bytes]) -> None:
         """Keep rejection entries (see ``rejection``) in ``rejected.jsonl``, fsynced."""
@@ -185,7 +185,7 @@ class Spool:
 
     def reject_records(self, refused: list[tuple[Record, str]]) -> None:
         if refused:
-            self.reject([_rejection(spool_line(record), error) for record, error in refused])
+            self.reject([rejection(spool_line(record), error) for record, error in refused])
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -194,7 +194,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _rejection(line: bytes, error: str) -> bytes:
+def rejection(line: bytes, error: str) -> bytes:
+    """One ``rejected.jsonl`` entry: the error and the refused line as text."""
     text = line.decode("utf-8", errors="replace").rstrip("\n")
     return (json.dumps({"error": error, "line": text}, ensure_ascii=False) + "\n").encode()
 
