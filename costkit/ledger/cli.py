@@ -59,7 +59,7 @@ def _database_errors(url: Any) -> Iterator[None]:
     except LedgerError as error:
         raise BadInput(str(error)) from None
     except ModuleNotFoundError as error:
-        raise BadInput(f"{error}: for PostgreSQL install costkit[postgres]") from None
+        raise BadInput(f"{error}: for PostgreSQL install 'costkit[postgres]'") from None
     except SQLAlchemyError as error:
         first = str(getattr(error, "orig", None) or error).strip().splitlines()
         raise BadInput(f"ledger database {safe_url(url)}: {first[0] if first else error}") from None
@@ -275,8 +275,13 @@ def export(
     if fmt is None:
         suffix = output.suffix.lstrip(".").lower() if output else ""
         fmt = suffix if suffix in WRITERS else "csv"
-    if fmt == "parquet" and output is None and sys.stdout.isatty():
-        raise BadInput("parquet is binary: give -o FILE or redirect stdout")
+    if fmt == "parquet":
+        if output is None and sys.stdout.isatty():
+            raise BadInput("parquet is binary: give -o FILE or redirect stdout")
+        try:
+            import pyarrow  # noqa: F401
+        except ModuleNotFoundError:
+            raise BadInput("parquet export needs pyarrow: pip install 'costkit[parquet]'") from None
     rows = _rows(_url_of(ctx, db_url), since, until, tag, None)
     if output is None:
         WRITERS[fmt](rows, sys.stdout.buffer)
