@@ -103,6 +103,29 @@ def _begin_async_body(options: Options, request: Any, body: bytes) -> Call | Non
         return None
 
 
+class _Configured:
+    """The options every costkit transport takes; ``inner`` defaults to the stack's own transport."""
+
+    _default_inner: Any
+
+    def __init__(
+        self,
+        inner: Any = None,
+        *,
+        ledger: Recorder | None = None,
+        tags: Mapping[str, str] | None = None,
+        preflight: bool = True,
+        context_limit: int | None = None,
+        default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
+        price_book: PriceBook | None = None,
+        hooks: Sequence[Hook] = (),
+    ) -> None:
+        self.inner = inner if inner is not None else self._default_inner()
+        self.options = _options(
+            ledger, tags, preflight, context_limit, default_output_reserve, price_book, hooks
+        )
+
+
 @functools.cache
 def transport_classes(hx: ModuleType) -> tuple[type, type]:
     """(sync, async) costkit transports for one httpx-shaped module (``httpx`` or ``httpx2``)."""
@@ -187,7 +210,7 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             extensions=response.extensions,
         )
 
-    class SyncTransport(hx.BaseTransport):  # type: ignore[name-defined,misc]
+    class SyncTransport(_Configured, hx.BaseTransport):  # type: ignore[name-defined,misc]
         __doc__ = f"""A ``{hx.__name__}`` transport that counts, pre-flights and records chat completions.
 
         Closing the response stream (the client does it) settles and records the request.
@@ -195,22 +218,7 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
         that cannot fit; every other exception is the inner transport's, unchanged.
         """
 
-        def __init__(
-            self,
-            inner: Any = None,
-            *,
-            ledger: Recorder | None = None,
-            tags: Mapping[str, str] | None = None,
-            preflight: bool = True,
-            context_limit: int | None = None,
-            default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
-            price_book: PriceBook | None = None,
-            hooks: Sequence[Hook] = (),
-        ) -> None:
-            self.inner = inner if inner is not None else hx.HTTPTransport()
-            self.options = _options(
-                ledger, tags, preflight, context_limit, default_output_reserve, price_book, hooks
-            )
+        _default_inner = hx.HTTPTransport
 
         def handle_request(self, request: Any) -> Any:
             if not is_chat_completions(request.method, request.url.path):
@@ -230,25 +238,10 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
         def close(self) -> None:
             self.inner.close()
 
-    class AsyncTransport(hx.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+    class AsyncTransport(_Configured, hx.AsyncBaseTransport):  # type: ignore[name-defined,misc]
         __doc__ = f"""The asyncio twin of ``{hx.__name__}`` ``Transport``; the same contract."""
 
-        def __init__(
-            self,
-            inner: Any = None,
-            *,
-            ledger: Recorder | None = None,
-            tags: Mapping[str, str] | None = None,
-            preflight: bool = True,
-            context_limit: int | None = None,
-            default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
-            price_book: PriceBook | None = None,
-            hooks: Sequence[Hook] = (),
-        ) -> None:
-            self.inner = inner if inner is not None else hx.AsyncHTTPTransport()
-            self.options = _options(
-                ledger, tags, preflight, context_limit, default_output_reserve, price_book, hooks
-            )
+        _default_inner = hx.AsyncHTTPTransport
 
         async def handle_async_request(self, request: Any) -> Any:
             if not is_chat_completions(request.method, request.url.path):
