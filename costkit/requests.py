@@ -77,6 +77,11 @@ def _exact_role(role: str) -> int:
     return _role_tokens[role]
 
 
+def _role_counter() -> Callable[[str], int]:
+    """The role -> tokens look-up, as a C-level bound method once the table is filled."""
+    return _role_tokens.__getitem__ if _role_tokens else _exact_role
+
+
 def _string_tokens(value: Any, measure: Measure, where: str) -> int:
     """Every string value inside a JSON value (tool calls, legacy function calls)."""
     if isinstance(value, str):
@@ -295,7 +300,7 @@ def _cached_message_tokens(message: Any, index: int, model: Model) -> _MessageVa
             return _message_tokens(message, index, model, count_text, _exact_role, None)
         value = message_cache.get(key)
     if value is None:
-        value = _message_tokens(message, index, model, count_text, _exact_role, None)
+        value = _message_tokens(message, index, model, count_text, _role_counter(), None)
         message_cache.put(key, value)
     return value
 
@@ -319,9 +324,11 @@ def count_request(body: Any, *, image_sizes: ImageSizes | None = None) -> Reques
         per_message.append(tokens)
         if found:
             images.extend(replace(image, where=f"messages[{i}].{image.where}") for image in found)
-    tools = _tools_tokens(body, count_text)
+    tools = _tools_tokens(body, count_text) if "tools" in body or "functions" in body else 0
     total = sum(per_message) + tools + REPLY_PRIMING
-    return RequestCount(model.id, total, tuple(per_message), tools, REPLY_PRIMING, tuple(images))
+    return RequestCount(
+        model.id, total, tuple(per_message), tools, REPLY_PRIMING, tuple(images) if images else _NO_IMAGES
+    )
 
 
 def input_upper_bound(body: Any, *, image_sizes: ImageSizes | None = None) -> tuple[Model, int]:
