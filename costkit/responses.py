@@ -21,6 +21,17 @@ from costkit.sse import DONE, SSEScanner
 from costkit.tokens import count_text
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _end_of_last_event(buf: bytes) -> int:
+    """The offset just past the last blank line in ``buf`` (0 if none)."""
+    if b"\r" not in buf:
+        return buf.rfind(b"\n\n") + 2 if b"\n\n" in buf else 0
+    end = 0
+    for match in _EVENT_END.finditer(buf):
+        end = match.end()
+    return end
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +116,8 @@ class ResponseReader:
         self._t0 = t0
         self._on_close = on_close
         self._closed = False
-        self._scanner = SSEScanner() if self.is_sse else None
-        self._payloads: list[bytes] = []  # SSE data payloads, parsed only when needed
+        self._segments: list[bytes] = []  # the SSE body so far, in runs of whole events
+        self._tail = b""  # an SSE event not yet complete
         self._body: list[bytes] = []  # a non-SSE body, decoded
         self.done = False  # saw [DONE]
         self.malformed = False
@@ -122,38 +133,60 @@ class ResponseReader:
     # -- while streaming ---------------------------------------------------------------
 
     def feed(self, chunk: bytes) -> bytes:
-        """Read a copy of ``chunk``; returns what the caller should get."""
+        """Read a copy of ``chunk``; returns what the caller should get.
+
+        Work per chunk is a few byte searches; events are parsed only where an id or
+        usage is to be read (the first chunk, the usage chunk) and, after the body, for
+        an estimate.
+        """
         if not chunk:
             return chunk
         data = self._decode(chunk) if self._decode.supported else b""
-        if self._scanner is None:
+        if not self.is_sse:
             self._body.append(data)
             return chunk
-        events = self._scanner.feed(data) if data else []
-        if events and self.ttft_us is None:
+        buf = self._tail + data if self._tail else data
+        end = _end_of_last_event(buf)
+        if end <= 0:  # no whole event yet: hold it (only while we may need to drop one)
+            self._tail = buf
+            return b"" if self._drop else chunk
+        segment, self._tail = (buf, b"") if end == len(buf) else (buf[:end], buf[end:])
+        self._segments.append(segment)
+        if self.ttft_us is None:
             self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
-        dropped = -1
-        payloads = self._payloads
-        for i, (_raw, payload) in enumerate(events):
-            if payload is None:
-                continue
-            if payload == DONE:
-                self.done = True
-                continue
-            payloads.append(payload)
-            # A cheap shape check per chunk; the JSON is parsed only where it matters.
-            if payload[:1] != b"{" or payload[-1:] != b"}":
-                self.malformed = True
-            elif (self.response_id is None or _USAGE_OBJECT.search(payload)) and self._inspect(payload):
-                dropped = i
+        if (
+            self.response_id is not None
+            and segment.startswith(b"data: {")
+            and segment.endswith(b"}\n\n")
+            and segment.find(b"\n\n") == len(segment) - 2
+            and (b'"usage"' not in segment or b'"usage":null' in segment)
+        ):
+            pass  # the common case: one ordinary JSON chunk, nothing to read from it now
+        else:
+            segment = self._read_events(segment)
         if not self._drop:
             return chunk
-        if dropped < 0 and len(events) == 1:
-            raw = events[0][0]
-        else:  # the usage-only chunk costkit asked for is not the caller's
-            raw = b"".join(event[0] for i, event in enumerate(events) if i != dropped)
         # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
-        return raw.replace(b',"usage":null', b"") if b',"usage":null' in raw else raw
+        return segment.replace(b',"usage":null', b"") if b',"usage":null' in segment else segment
+
+    def _read_events(self, segment: bytes) -> bytes:
+        """Read [DONE], ids, usage and the shape of whole events; returns them without the
+        usage-only chunk costkit asked for (when it did)."""
+        kept: list[bytes] = []
+        for raw, payload in SSEScanner().feed(segment):
+            if payload is not None:
+                if payload == DONE:
+                    self.done = True
+                elif payload[:1] != b"{" or payload[-1:] != b"}":
+                    self.malformed = True  # a cheap shape check; the caller's parser will say more
+                elif (
+                    (self.response_id is None or _USAGE_OBJECT.search(payload))
+                    and self._inspect(payload)
+                    and self._drop
+                ):
+                    continue
+            kept.append(raw)
+        return b"".join(kept)
 
     def _inspect(self, payload: bytes) -> bool:
         """Parse one chunk for its id and usage; True when it is a usage-only chunk."""
@@ -183,17 +216,20 @@ class ResponseReader:
             return
         self._closed = True
         self.exhausted = exhausted
-        if self._scanner is not None and self._scanner.pending.strip():
-            tail = self._scanner.feed(b"\n\n")  # a last event without its blank line
-            for _raw, payload in tail:
-                if payload == DONE:
-                    self.done = True
-                elif payload is not None:
-                    self._payloads.append(payload)
-                    self._inspect(payload)
-        if not self.is_sse:
+        if self.is_sse:
+            if self._tail.strip():  # a last event without its blank line
+                last = self._tail + b"\n\n"
+                self._segments.append(last)
+                self._read_events(last)
+            self._tail = b""
+        else:
             self._read_json()
         self._on_close(self)
+
+    def _payloads(self) -> list[bytes]:
+        """Every data payload of the stream, [DONE] excepted."""
+        events = SSEScanner().feed(b"".join(self._segments))
+        return [payload for _raw, payload in events if payload is not None and payload != DONE]
 
     # -- after the body ----------------------------------------------------------------
 
@@ -229,7 +265,7 @@ class ResponseReader:
 
     def _chunks(self) -> list[dict[str, Any]]:
         out = []
-        for payload in self._payloads:
+        for payload in self._payloads():
             try:
                 chunk = json.loads(payload)
             except ValueError:
