@@ -7,8 +7,9 @@ vocabulary, opens no database and touches no environment variable.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from costkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -101,14 +102,4 @@ if TYPE_CHECKING:
     from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'costkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,9 @@ use (PEP 562), so ``import costkit.ledger.row`` stays as fast as the CLI needs.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from costkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from costkit.ledger.ledger import Ledger
@@ -18,14 +19,4 @@ __all__ = ["Ledger", "Row"]
 _EXPORTS = {"Ledger": "costkit.ledger.ledger", "Row": "costkit.ledger.row"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'costkit.ledger' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
