@@ -306,12 +306,16 @@ def tail(
 ) -> None:
     """Show the most recent ledger rows, oldest first."""
     from costkit.ledger.export import plain, tail_table
+    from costkit.ledger.location import safe_url
 
-    rows = _rows(_url_of(ctx, db_url), since, None, tag, count)
+    url = _url_of(ctx, db_url)
+    rows = _rows(url, since, None, tag, count)
     if as_json:
         click.echo(json.dumps([plain(r) for r in rows], ensure_ascii=False))
     elif rows:
         click.echo(tail_table(rows))
+    else:
+        click.echo(f"no rows in the ledger at {safe_url(url)}", err=True)
 
 
 @ledger.command()
