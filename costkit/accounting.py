@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from costkit.attribution import TAGS_HEADER, current_tags, parse_tags_header
 from costkit.errors import ContextWindowExceeded, CostkitError, RequestRefused
-from costkit.ledger.row import Row, new_request_id
+from costkit.ledger.row import Row, Status, new_request_id
 from costkit.responses import ResponseReader
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
 
@@ -248,7 +248,7 @@ class Call:
 
     def _finish(
         self,
-        status: str,
+        status: Status,
         http_status: int | None,
         error: str | None = None,
         reader: ResponseReader | None = None,
@@ -263,7 +263,7 @@ class Call:
             row = Row(
                 model=self.model,
                 status=status,
-                request_id=self.request_id,  # type: ignore[arg-type]
+                request_id=self.request_id,
                 started_at=self.started_at,
                 endpoint_host=self.host,
                 error="costkit accounting failed",
@@ -276,7 +276,7 @@ class Call:
                 log.exception("costkit: a settle hook failed for request %s", self.request_id)
 
     def _row(
-        self, status: str, http_status: int | None, error: str | None, reader: ResponseReader | None
+        self, status: Status, http_status: int | None, error: str | None, reader: ResponseReader | None
     ) -> Row:
         finished = time.perf_counter()
         finished_at = datetime.now(timezone.utc)
@@ -284,7 +284,7 @@ class Call:
         usage = reader.usage if reader is not None and status != "error" else None
         row = Row(
             model=self.model,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             request_id=self.request_id,
             started_at=self.started_at,
             finished_at=finished_at,

@@ -11,7 +11,8 @@ _ONE = Decimal(1)
 def to_usd(nanousd: int) -> Decimal:
     """Exact dollars for an integer nano-USD amount (``3532000`` -> ``Decimal('0.003532')``)."""
     usd = Decimal(int(nanousd)).scaleb(-9).normalize()
-    return usd.quantize(_ONE) if usd.as_tuple().exponent > 0 else usd
+    exponent = usd.as_tuple().exponent  # an int: an integer amount is always finite
+    return usd.quantize(_ONE) if isinstance(exponent, int) and exponent > 0 else usd
 
 
 def format_usd(nanousd: int) -> str:

@@ -216,6 +216,12 @@ def _rate(entry: Mapping[str, Any], key: str, where: str, required: bool = True)
     return value
 
 
+def _required_rate(entry: Mapping[str, Any], key: str, where: str) -> Decimal:
+    rate = _rate(entry, key, where)
+    assert rate is not None  # _rate raises for a missing required key
+    return rate
+
+
 def _price_from_entry(entry: object, where: str, source: str) -> Price:
     if not isinstance(entry, dict):
         raise PriceBookError(f"{where}: must be a table")
@@ -243,14 +249,16 @@ def _price_from_entry(entry: object, where: str, source: str) -> Price:
             raise PriceBookError(f"{where}.effective_from: not a date (YYYY-MM-DD): {effective!r}") from None
     if not isinstance(effective, date):
         raise PriceBookError(f"{where}.effective_from: must be a date (YYYY-MM-DD)")
-    rates = [_rate(entry, key, where) for key in ("input", "cached_input", "output")]
+    input_rate, cached_rate, output_rate = (
+        _required_rate(entry, k, where) for k in ("input", "cached_input", "output")
+    )
     return Price(
         price_id,
         canonical,
         effective,
-        rates[0],
-        rates[1],
-        rates[2],  # type: ignore[arg-type]
+        input_rate,
+        cached_rate,
+        output_rate,
         _rate(entry, "cache_write", where, required=False),
         source,
     )

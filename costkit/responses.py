@@ -71,14 +71,14 @@ class _Decoder:
             self._decompress = zlib.decompressobj().decompress
         elif coding == "br":
             try:
-                import brotli  # type: ignore[import-not-found]
+                import brotli  # type: ignore[import-not-found,unused-ignore]
 
                 self._decompress = brotli.Decompressor().process
             except ImportError:
                 self.supported = False
         elif coding == "zstd":
             try:
-                import zstandard  # type: ignore[import-not-found]
+                import zstandard  # type: ignore[import-not-found,unused-ignore]
 
                 self._decompress = zstandard.ZstdDecompressor().decompressobj().decompress
             except ImportError:

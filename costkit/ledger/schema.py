@@ -11,7 +11,7 @@ expression indexes), and reports can ``GROUP BY`` a tag with a join.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -138,8 +139,8 @@ class RequestTag(Base):
     request: Mapped[Request] = relationship(back_populates="tags")
 
 
-requests_table = Request.__table__
-request_tags_table = RequestTag.__table__
+requests_table = cast(Table, Request.__table__)
+request_tags_table = cast(Table, RequestTag.__table__)
 
 REQUEST_COLUMNS: tuple[str, ...] = tuple(c.name for c in Request.__table__.columns)
 """Every column of ``requests``, in table order: the keys of one insert parameter dict."""

@@ -143,7 +143,7 @@ class _SqliteInsert:
 
 def _unnest_insert(table: Table, conflict: str) -> TextClause:
     """``INSERT INTO t (cols) SELECT * FROM unnest(:c1::T1[], ...) ON CONFLICT (...) DO NOTHING``."""
-    dialect = postgresql.dialect()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     arrays = []
     for column in table.columns:
         sql_type = column.type.compile(dialect=dialect)
