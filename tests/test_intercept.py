@@ -463,3 +463,30 @@ def test_the_api_key_is_never_written_anywhere(upstream, tmp_path, caplog):
         if file.is_file():
             assert b"TOPSECRET" not in file.read_bytes(), file
     assert "TOPSECRET" not in caplog.text
+
+
+# The budget seam ---------------------------------------------------------------------------
+
+
+def test_a_hook_can_refuse_before_sending_and_sees_every_settled_row(upstream, ledger):
+    class Budget:
+        def __init__(self) -> None:
+            self.settled_rows: list = []
+
+        def before_send(self, call) -> None:
+            if call.tags.get("team") == "over-budget":
+                raise costkit.RequestRefused("team over budget")
+
+        def settled(self, call, row) -> None:
+            self.settled_rows.append((row.status, row.cost_nanousd))
+
+    budget = Budget()
+    client = sdk(upstream, ledger, hooks=[budget])
+    create(client, "json", stream=False)
+    upstream.reset()
+    with costkit.tags(team="over-budget"), pytest.raises(costkit.RequestRefused):
+        create(client, "json", stream=False)
+    assert upstream.requests == []  # refused before a byte left
+    found = rows(ledger)
+    assert [r["status"] for r in found] == ["ok", "blocked"]
+    assert budget.settled_rows == [("ok", found[0]["cost_nanousd"]), ("blocked", 0)]
