@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -343,17 +343,11 @@ class Call:
         row.price_id = charged.price_id
 
 
-def start_call(
-    options: Options,
-    method: str,
-    host: str,
-    path: str,
-    headers: Sequence[tuple[bytes, bytes]],
-    read_body: Callable[[], bytes],
-) -> Call | None:
-    """A prepared ``Call`` for a chat-completions request, or None for any other request."""
-    if not is_chat_completions(method, path):
-        return None
-    call = Call(options, host, headers, read_body())
+def start_call(options: Options, host: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Call:
+    """A prepared ``Call`` for a chat-completions request (see ``is_chat_completions``).
+
+    Raises only a declared ``RequestRefused``, after recording the request as blocked.
+    """
+    call = Call(options, host, headers, body)
     call.prepare()
     return call

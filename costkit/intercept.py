@@ -78,24 +78,10 @@ def _safe_close(reader: ResponseReader, exhausted: bool) -> None:
         log.exception("costkit: could not settle a response")
 
 
-def _begin(options: Options, request: Any) -> Call | None:
-    """Start accounting for ``request``; only a declared refusal is raised."""
+def _begin(options: Options, request: Any, body: bytes) -> Call | None:
+    """Start accounting for a chat-completions ``request``; only a declared refusal is raised."""
     try:
-        return start_call(
-            options, request.method, request.url.host, request.url.path, request.headers.raw, request.read
-        )
-    except RequestRefused:
-        raise
-    except Exception:
-        log.exception("costkit: could not account for a request; sending it as is")
-        return None
-
-
-def _begin_async_body(options: Options, request: Any, body: bytes) -> Call | None:
-    try:
-        return start_call(
-            options, request.method, request.url.host, request.url.path, request.headers.raw, lambda: body
-        )
+        return start_call(options, request.url.host, request.headers.raw, body)
     except RequestRefused:
         raise
     except Exception:
@@ -223,7 +209,7 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
         def handle_request(self, request: Any) -> Any:
             if not is_chat_completions(request.method, request.url.path):
                 return self.inner.handle_request(_without_tags(request))
-            call = _begin(self.options, request)
+            call = _begin(self.options, request, request.read())
             if call is None:
                 return self.inner.handle_request(_without_tags(request))
             if call.request_changed:
@@ -247,7 +233,7 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             if not is_chat_completions(request.method, request.url.path):
                 return await self.inner.handle_async_request(_without_tags(request))
             body = await request.aread()
-            call = _begin_async_body(self.options, request, body)
+            call = _begin(self.options, request, body)
             if call is None:
                 return await self.inner.handle_async_request(_without_tags(request))
             if call.request_changed:

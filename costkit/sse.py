@@ -51,8 +51,3 @@ class SSEScanner:
                 start = match.end()
         self._buf = buf[start:] if start else buf
         return events
-
-    @property
-    def pending(self) -> bytes:
-        """Bytes of an event not yet complete."""
-        return self._buf
