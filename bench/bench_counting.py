@@ -164,7 +164,7 @@ def main() -> None:
     reps = 3 if args.quick else 7
 
     cache_dir = tempfile.mkdtemp(prefix="costkit-bench-tiktoken-")
-    from costkit.tokens import get_encoding, seed_tiktoken_cache
+    from costkit.counting.tokens import get_encoding, seed_tiktoken_cache
 
     seed_tiktoken_cache(cache_dir)
     os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
@@ -173,7 +173,7 @@ def main() -> None:
     enc = tiktoken.get_encoding("o200k_base")
     get_encoding()
     from costkit import count_request, preflight
-    from costkit.requests import message_cache
+    from costkit.counting.requests import message_cache
 
     print(
         f"costkit counting benchmark  python {sys.version.split()[0]}  tiktoken {tiktoken.__version__}  "

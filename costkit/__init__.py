@@ -20,10 +20,10 @@ _EXPORTS: dict[str, str] = {
     "PriceBookError": "costkit.errors",
     "InvalidUsage": "costkit.errors",
     "TokenizerError": "costkit.errors",
-    "count_text": "costkit.tokens",
-    "count_request": "costkit.requests",
-    "RequestCount": "costkit.requests",
-    "ImageCount": "costkit.images",
+    "count_text": "costkit.counting.tokens",
+    "count_request": "costkit.counting.requests",
+    "RequestCount": "costkit.counting.requests",
+    "ImageCount": "costkit.counting.images",
     "cost": "costkit.pricing",
     "Cost": "costkit.pricing",
     "Price": "costkit.pricing",
@@ -37,13 +37,13 @@ _EXPORTS: dict[str, str] = {
     "to_usd": "costkit.money",
     "RequestRefused": "costkit.errors",
     "ContextWindowExceeded": "costkit.errors",
-    "Transport": "costkit.intercept",
-    "AsyncTransport": "costkit.intercept",
-    "Httpx2Transport": "costkit.intercept",
-    "AsyncHttpx2Transport": "costkit.intercept",
-    "wrap": "costkit.intercept",
-    "tags": "costkit.attribution",
-    "current_tags": "costkit.attribution",
+    "Transport": "costkit.intercept.transports",
+    "AsyncTransport": "costkit.intercept.transports",
+    "Httpx2Transport": "costkit.intercept.transports",
+    "AsyncHttpx2Transport": "costkit.intercept.transports",
+    "wrap": "costkit.intercept.transports",
+    "tags": "costkit.intercept.attribution",
+    "current_tags": "costkit.intercept.attribution",
 }
 
 __all__ = [
@@ -80,7 +80,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from costkit.attribution import current_tags, tags
+    from costkit.counting.images import ImageCount
+    from costkit.counting.requests import RequestCount, count_request
+    from costkit.counting.tokens import count_text
     from costkit.errors import (
         ContextWindowExceeded,
         CostkitError,
@@ -91,14 +93,18 @@ if TYPE_CHECKING:
         TokenizerError,
         UnknownModel,
     )
-    from costkit.images import ImageCount
-    from costkit.intercept import AsyncHttpx2Transport, AsyncTransport, Httpx2Transport, Transport, wrap
+    from costkit.intercept.attribution import current_tags, tags
+    from costkit.intercept.transports import (
+        AsyncHttpx2Transport,
+        AsyncTransport,
+        Httpx2Transport,
+        Transport,
+        wrap,
+    )
     from costkit.ledger import Ledger
     from costkit.ledger.row import Row
     from costkit.money import to_usd
     from costkit.pricing import Cost, Price, PriceBook, cost, default_price_book
-    from costkit.requests import RequestCount, count_request
-    from costkit.tokens import count_text
     from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
 
 

@@ -16,12 +16,12 @@ from typing import IO, Any
 
 import click
 
-from costkit.bodyfile import iter_bodies
 from costkit.cli import BadInput
+from costkit.counting.bodyfile import iter_bodies
+from costkit.counting.requests import count_request
 from costkit.errors import CostkitError
 from costkit.money import format_usd, to_usd
 from costkit.pricing import PRICES_ENV, PriceBook, default_price_book
-from costkit.requests import count_request
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE, preflight
 
 # JSONL files at least this large show a progress bar on stderr.

@@ -32,8 +32,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from costkit.counting.models import resolve_model
 from costkit.errors import InvalidUsage, PriceBookError, UnknownModel
-from costkit.models import resolve_model
 from costkit.money import to_usd
 
 if sys.version_info >= (3, 11):

@@ -14,11 +14,11 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
+from costkit.counting.images import ImageSizes
+from costkit.counting.models import Model
+from costkit.counting.requests import RequestCount, count_request, input_upper_bound
 from costkit.errors import InvalidRequest
-from costkit.images import ImageSizes
-from costkit.models import Model
 from costkit.pricing import Cost, PriceBook, cost
-from costkit.requests import RequestCount, count_request, input_upper_bound
 
 # What the provider generates when a request names no max_tokens (its documented default).
 DEFAULT_OUTPUT_RESERVE = 4096

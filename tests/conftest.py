@@ -20,7 +20,7 @@ def reference_encoding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
     offline cache seeded with the shipped file: the baseline costkit must agree with."""
     import tiktoken
 
-    from costkit.tokens import seed_tiktoken_cache
+    from costkit.counting.tokens import seed_tiktoken_cache
 
     cache = tmp_path_factory.mktemp("tiktoken-cache")
     seed_tiktoken_cache(cache)

@@ -43,7 +43,7 @@ _encoding: tiktoken.Encoding | None = None
 def _load_offline() -> tiktoken.Encoding:
     import tiktoken
 
-    from costkit.tokens import seed_tiktoken_cache
+    from costkit.counting.tokens import seed_tiktoken_cache
 
     with tempfile.TemporaryDirectory(prefix="fakeupstream-tiktoken-") as cache:
         seed_tiktoken_cache(cache)

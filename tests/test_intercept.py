@@ -431,7 +431,7 @@ def test_async_client_streamed_and_plain(upstream, ledger, stack):
 
 def test_wrap_picks_the_stack_of_the_client_and_is_idempotent(ledger):
     sync2 = costkit.wrap(httpx2.Client(), ledger=ledger)
-    assert type(sync2._transport).__module__ == "costkit.intercept"
+    assert type(sync2._transport).__module__ == "costkit.intercept.transports"
     assert isinstance(sync2._transport, costkit.Httpx2Transport)
     again = costkit.wrap(sync2, ledger=ledger)
     assert again._transport is sync2._transport

@@ -13,8 +13,8 @@ from PIL import Image
 
 import costkit
 from costkit import InvalidRequest, UnknownModel, count_request
-from costkit.countcache import CountCache
-from costkit.requests import input_upper_bound, message_cache
+from costkit.counting.countcache import CountCache
+from costkit.counting.requests import input_upper_bound, message_cache
 from tests.cookbook import CORPORATE_JARGON, WEATHER_MESSAGES, WEATHER_TOOLS
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costkit import tokens
+from costkit.counting import tokens
 from costkit.errors import TokenizerError
 
 
@@ -126,10 +126,10 @@ def test_import_does_no_io_and_changes_no_environment():
                 opened.append(event)
         before = dict(os.environ)
         sys.addaudithook(hook)
-        import costkit, costkit.tokens, costkit.requests, costkit.pricing, costkit.verdict
+        import costkit, costkit.counting.tokens, costkit.counting.requests, costkit.pricing, costkit.verdict
         files = [p for p in opened if not os.path.isdir(p)]
         print(files)
-        print(dict(os.environ) == before, costkit.tokens.is_loaded())
+        print(dict(os.environ) == before, costkit.counting.tokens.is_loaded())
         """
     )
     assert result.returncode == 0, result.stderr
@@ -142,7 +142,7 @@ def test_encoding_loads_once_when_many_threads_start_together(reference_encoding
     result = run_python(
         """
         import threading
-        from costkit import tokens
+        from costkit.counting import tokens
         calls = []
         real = tokens._parse_ranks
         def counting(data):

@@ -4,7 +4,7 @@ The rules are the OpenAI cookbook's ("How to count tokens with tiktoken") for
 the o200k models: 3 tokens per message plus the tokens of every string value in
 it, 1 more for a ``name``, 3 for the reply priming, and the cookbook's
 ``num_tokens_for_tools`` formula for function definitions. Content-part lists
-count their text parts and images (see ``costkit.images``); assistant
+count their text parts and images (see ``costkit.counting.images``); assistant
 ``tool_calls`` count every string inside them (id, type, name, arguments).
 
 The same walk, measuring UTF-8 bytes instead of tokens, gives an upper bound
@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from costkit.countcache import CountCache
+from costkit.counting.countcache import CountCache
+from costkit.counting.images import ImageCount, ImageSizes, count_image
+from costkit.counting.models import Model, resolve_model
+from costkit.counting.tokens import count_text, utf8_length
 from costkit.errors import InvalidRequest
-from costkit.images import ImageCount, ImageSizes, count_image
-from costkit.models import Model, resolve_model
-from costkit.tokens import count_text, utf8_length
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _ROLE_SET = frozenset(ROLES)

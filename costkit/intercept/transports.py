@@ -8,7 +8,7 @@ arrives, read on the side. The only exceptions costkit raises are declared
 pre-flight refusals (``ContextWindowExceeded``), raised before any byte is sent;
 the caller's own exceptions (timeouts, dropped connections) reach it unchanged.
 
-One accounting core (``costkit.accounting``) serves both HTTP stacks: ``httpx``
+One accounting core (``costkit.intercept.accounting``) serves both HTTP stacks: ``httpx``
 (``Transport``, ``AsyncTransport``) and ``httpx2``, on which openai 3.x is built
 (``Httpx2Transport``, ``AsyncHttpx2Transport``). ``wrap`` picks the right one.
 """
@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from costkit.accounting import (
+from costkit.errors import RequestRefused
+from costkit.intercept.accounting import (
     Call,
     Hook,
     Options,
@@ -32,9 +33,8 @@ from costkit.accounting import (
     start_call,
     strip_tags_header,
 )
-from costkit.errors import RequestRefused
+from costkit.intercept.responses import ResponseReader
 from costkit.pricing import PriceBook
-from costkit.responses import ResponseReader
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE
 
 log = logging.getLogger("costkit")
@@ -49,7 +49,7 @@ def _options(
     price_book: PriceBook | None,
     hooks: Sequence[Hook],
 ) -> Options:
-    from costkit.attribution import _checked
+    from costkit.intercept.attribution import _checked
 
     return Options(
         ledger=ledger,
@@ -271,7 +271,7 @@ def __getattr__(name: str) -> Any:
             raise AttributeError(f"{name} needs httpx2: pip install httpx2")
         sync, asynchronous = transport_classes(hx2)
         return sync if name == "Httpx2Transport" else asynchronous
-    raise AttributeError(f"module 'costkit.intercept' has no attribute {name!r}")
+    raise AttributeError(f"module 'costkit.intercept.transports' has no attribute {name!r}")
 
 
 def _install(http_client: Any, transport_cls: type, options: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from costkit.sse import DONE, SSEScanner
-from costkit.tokens import count_text
+from costkit.counting.tokens import count_text
+from costkit.intercept.sse import DONE, SSEScanner
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _EVENT_END = re.compile(rb"\r?\n\r?\n")

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from costkit.attribution import TAGS_HEADER, current_tags, parse_tags_header
 from costkit.errors import ContextWindowExceeded, CostkitError, RequestRefused
+from costkit.intercept.attribution import TAGS_HEADER, current_tags, parse_tags_header
+from costkit.intercept.responses import ResponseReader
 from costkit.ledger.row import Row, Status, new_request_id
-from costkit.responses import ResponseReader
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
 
 if TYPE_CHECKING:

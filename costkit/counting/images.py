@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from costkit.counting.models import Model
 from costkit.errors import InvalidRequest
-from costkit.models import Model
 
 DETAILS = ("auto", "low", "high")
 
