@@ -30,7 +30,11 @@ class CountCache(Generic[V]):
         self.misses = 0
 
     def get(self, key: Hashable) -> V | None:
+        """The value under ``key`` (now the most recent), or None. An unhashable key raises
+        ``TypeError``, as a dict look-up would, even when the cache is empty."""
         data = self._data
+        if not data:
+            hash(key)  # an empty dict answers pop() without hashing; callers rely on the TypeError
         found = data.pop(key, None)
         if found is None:
             self.misses += 1
