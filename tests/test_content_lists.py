@@ -35,7 +35,8 @@ def test_a_content_list_counts_in_a_fresh_process():
     result = fresh_python(
         """
         import costkit
-        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+        message = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+        body = {"model": "gpt-4.1", "messages": [message]}
         print(costkit.count_request(body).input_tokens)
         """
     )
@@ -86,7 +87,8 @@ def test_the_wrapper_records_a_content_list_request_in_a_fresh_process(tmp_path)
             )
             ledger.flush()
             (row,) = ledger.rows()
-            print(json.dumps({{k: row[k] for k in ("status", "estimated_input_tokens", "error", "price_id")}}))
+            keys = ("status", "estimated_input_tokens", "error", "price_id")
+            print(json.dumps({{k: row[k] for k in keys}}))
         """
     )
     assert result.returncode == 0, result.stderr
