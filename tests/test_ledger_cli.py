@@ -14,6 +14,7 @@ import pytest
 
 from costkit.ledger import Ledger
 from tests.ledger_helpers import (  # noqa: F401
+    HEAD_REVISION,
     T0,
     db_url,
     make_row,
@@ -127,7 +128,7 @@ def test_db_upgrade_current_and_downgrade(db_url: str) -> None:
     up = run_costkit("db", "--db", db_url, "upgrade")
     assert up.returncode == 0, up.stderr
     state = json.loads(run_costkit("db", "current", "--db", db_url, "--json").stdout)
-    assert state["current"] == state["head"] == "0001" and state["up_to_date"] is True
+    assert state["current"] == state["head"] == HEAD_REVISION and state["up_to_date"] is True
     assert scalar(db_url, "SELECT count(*) FROM requests") == 0
     down = run_costkit("db", "downgrade", "base", "--yes", "--db", db_url)
     assert down.returncode == 0, down.stderr

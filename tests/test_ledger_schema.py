@@ -20,7 +20,15 @@ from costkit.ledger import Ledger, migrate
 from costkit.ledger.engine import make_engine
 from costkit.ledger.location import resolve_url
 from costkit.ledger.schema import VERSION_TABLE, Base
-from tests.ledger_helpers import REPO, child_env, db_url, make_row, pg_schema, scalar  # noqa: F401
+from tests.ledger_helpers import (  # noqa: F401
+    HEAD_REVISION,
+    REPO,
+    child_env,
+    db_url,
+    make_row,
+    pg_schema,
+    scalar,
+)
 
 
 def _diff(url: str) -> list[object]:
@@ -51,7 +59,7 @@ def test_models_and_migrations_agree(db_url: str) -> None:
 def test_migrations_go_down_to_base_and_up_again(db_url: str) -> None:
     engine = make_engine(resolve_url(db_url))
     migrate.upgrade(engine)
-    assert migrate.schema_state(engine).current == migrate.head_revision() == "0001"
+    assert migrate.schema_state(engine).current == migrate.head_revision() == HEAD_REVISION
     with Ledger(db_url) as book:
         book.record(make_row())
         assert book.flush(10)
@@ -72,7 +80,7 @@ def test_migrations_go_down_to_base_and_up_again(db_url: str) -> None:
 def test_fresh_database_is_migrated_on_first_open(db_url: str) -> None:
     with Ledger(db_url):
         pass
-    assert scalar(db_url, f"SELECT version_num FROM {VERSION_TABLE}") == "0001"
+    assert scalar(db_url, f"SELECT version_num FROM {VERSION_TABLE}") == HEAD_REVISION
 
 
 @pytest.mark.parametrize("column, bad", [("status", "weird"), ("usage_source", "guessed")])
@@ -171,4 +179,29 @@ def test_migrations_ship_in_the_wheel_and_run_outside_the_source_tree(tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(site / "costkit" / "_migrations")
-    assert scalar(f"sqlite:///{tmp_path / 'l.sqlite'}", f"SELECT version_num FROM {VERSION_TABLE}") == "0001"
+    assert (
+        scalar(f"sqlite:///{tmp_path / 'l.sqlite'}", f"SELECT version_num FROM {VERSION_TABLE}")
+        == HEAD_REVISION
+    )
+
+
+def test_upgrading_from_0001_keeps_rows_and_adds_notes(db_url: str) -> None:
+    engine = make_engine(resolve_url(db_url))
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO requests (request_id, started_at, model, endpoint_host, status, stream,"
+                " input_tokens, cached_input_tokens, output_tokens, usage_source, cost_nanousd)"
+                " VALUES ('old', :t, 'gpt-4.1', 'h', 'ok', false, 2006, 1920, 300, 'provider', 3532000)"
+            ),
+            {"t": datetime(2025, 4, 14, tzinfo=timezone.utc)},
+        )
+    migrate.upgrade(engine)
+    engine.dispose()
+    with Ledger(db_url) as book:
+        book.record(make_row(request_id="new", notes="usage estimated: no usage in the response"))
+        assert book.flush(10)
+        rows = {r["request_id"]: r for r in book.rows()}
+    assert rows["old"]["cost_nanousd"] == 3_532_000 and rows["old"]["notes"] is None
+    assert rows["new"]["notes"] == "usage estimated: no usage in the response"

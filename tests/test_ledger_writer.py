@@ -179,7 +179,7 @@ def test_record_does_not_wait_for_a_slow_database(sqlite_url: str) -> None:
                     " finished_at, model, endpoint_host, status, http_status, stream,"
                     " input_tokens, cached_input_tokens, output_tokens, usage_source,"
                     " estimated_input_tokens, cost_nanousd, price_id, latency_us, ttft_us,"
-                    " x_metrics, error, prompt_text, completion_text FROM requests"
+                    " x_metrics, error, prompt_text, completion_text, notes FROM requests"
                 )
             )
             start = time.perf_counter()
@@ -193,3 +193,19 @@ def test_record_does_not_wait_for_a_slow_database(sqlite_url: str) -> None:
         assert elapsed < 0.5, f"record waited on the locked database: {elapsed:.3f}s for 500 rows"
         assert book.flush(30)
     assert scalar(sqlite_url, "SELECT count(*) FROM requests") == 502
+
+
+def test_before_drain_callbacks_record_into_the_exit_drain(sqlite_url: str) -> None:
+    """A row recorded by a ``before_drain`` callback at interpreter exit reaches the database."""
+    code = (
+        "import sys\n"
+        "from costkit.ledger import Ledger\n"
+        "from costkit.ledger.writer import before_drain\n"
+        "from tests.ledger_helpers import make_row\n"
+        "book = Ledger(sys.argv[1])\n"
+        "before_drain(lambda: book.record(make_row(request_id='at-exit')))\n"
+    )
+    done = run_python(code, sqlite_url)
+    _out, err = done.communicate(timeout=60)
+    assert done.returncode == 0, err
+    assert ids_in_ledger(sqlite_url) == ["at-exit"]

@@ -85,6 +85,7 @@ def record_of(row: Row, store_text: bool) -> Record:
         "error": row.error,
         "prompt_text": row.prompt_text if store_text else None,
         "completion_text": row.completion_text if store_text else None,
+        "notes": row.notes,
         "tags": row.tags,
     }
 

@@ -7,6 +7,7 @@ This is the contract between the interceptor (which fills rows) and the ledger
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -16,6 +17,8 @@ UsageSource = Literal["provider", "estimated"]
 
 STATUSES: tuple[str, ...] = ("ok", "error", "partial", "blocked")
 USAGE_SOURCES: tuple[str, ...] = ("provider", "estimated")
+MAX_TAG_LENGTH = 200
+"""The longest tag key or value, in characters, by every way in (context, header, transport, row)."""
 
 
 def new_request_id() -> str:
@@ -52,5 +55,47 @@ class Row:
     x_metrics: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    notes: str | None = None
+    """What costkit assumed or dropped for this row (an estimate's reason, a dropped tag), ``; ``-joined."""
     prompt_text: str | None = None
     completion_text: str | None = None
+
+    def add_note(self, note: str) -> None:
+        """Append one note (``notes`` is for people: what was assumed, estimated or dropped)."""
+        self.notes = note if not self.notes else f"{self.notes}; {note}"
+
+
+def _tag_problem(key: object, value: object) -> str | None:
+    if not isinstance(key, str) or not key:
+        return "the key must be a non-empty string"
+    if len(key) > MAX_TAG_LENGTH:
+        return f"the key is longer than {MAX_TAG_LENGTH} characters"
+    if not isinstance(value, str):
+        return f"the value must be text, not {type(value).__name__}"
+    if len(value) > MAX_TAG_LENGTH:
+        return f"the value is longer than {MAX_TAG_LENGTH} characters"
+    if "\x00" in key or "\x00" in value:
+        return "it holds a NUL character"
+    return None
+
+
+def clean_tags(tags: Mapping[Any, Any], source: str) -> tuple[dict[str, str], list[str]]:
+    """The one tag rule, for every way tags come in: ``(kept tags, one note per dropped tag)``.
+
+    A tag is kept when its key is a non-empty string and its value text (numbers and
+    booleans are turned into text), each at most ``MAX_TAG_LENGTH`` characters, with no NUL
+    character. Nothing is raised: a bad tag is dropped and said so in the notes, which name
+    ``source`` (``"X-Costkit-Tags"``, ``"costkit.tags()"``, ``"Row.tags"``...).
+    """
+    kept: dict[str, str] = {}
+    notes: list[str] = []
+    for key, value in tags.items():
+        if isinstance(value, (bool, int, float)):
+            value = str(value)
+        problem = _tag_problem(key, value)
+        if problem is None:
+            kept[key] = value
+        else:
+            shown = repr(key)[:40] + ("..." if len(repr(key)) > 40 else "")
+            notes.append(f"tag {shown} from {source} dropped: {problem}")
+    return kept, notes

@@ -118,6 +118,7 @@ class Request(Base):
     error: Mapped[str | None] = mapped_column(Text)
     prompt_text: Mapped[str | None] = mapped_column(Text)
     completion_text: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)  # last: migration 0002 appended it
 
     tags: Mapped[list[RequestTag]] = relationship(
         back_populates="request", cascade="all, delete-orphan", passive_deletes=True

@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from costkit.ledger.errors import DatabaseDown
 from costkit.ledger.records import Record, record_of, spool_line
@@ -312,10 +313,31 @@ class Writer:
 
 _live: set[Writer] = set()
 _hooks_installed = False
+_before_drain: list[Callable[[], None]] = []
+
+
+def before_drain(callback: Callable[[], None]) -> None:
+    """Call ``callback`` at interpreter exit, before the open writers drain (once per callback).
+
+    For work still in flight that has rows to record, such as a response stream the caller
+    never closed: settled here, while imports still work, its row reaches the drain.
+    """
+    _install_process_hooks()
+    if callback not in _before_drain:
+        _before_drain.append(callback)
+
+
+def _run_before_drain() -> None:
+    for callback in list(_before_drain):
+        try:
+            callback()
+        except Exception:
+            log.exception("costkit ledger: a callback before the exit drain failed")
 
 
 def _close_all() -> None:
     """At interpreter exit (after non-daemon threads finished): drain every open writer."""
+    _run_before_drain()
     for writer in list(_live):
         try:
             writer.close()
@@ -328,13 +350,17 @@ def _after_fork_in_child() -> None:
         writer._after_fork_in_child()
 
 
-def _register_for_forks(writer: Writer) -> None:
+def _install_process_hooks() -> None:
     global _hooks_installed
     if not _hooks_installed:
         _hooks_installed = True
         atexit.register(_close_all)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _register_for_forks(writer: Writer) -> None:
+    _install_process_hooks()
     import multiprocessing.util
 
     # multiprocessing children leave through os._exit (no atexit): close in their exit finalizers.
