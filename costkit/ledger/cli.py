@@ -68,6 +68,8 @@ def _database_errors(url: Any) -> Iterator[None]:
     except SQLAlchemyError as error:
         first = str(getattr(error, "orig", None) or error).strip().splitlines()
         raise BadInput(f"ledger database {safe_url(url)}: {first[0] if first else error}") from None
+    except OSError as error:  # the spool directory, the SQLite directory: a path the user can fix
+        raise BadInput(f"{error.filename or safe_url(url)}: {error.strerror or error}") from None
 
 
 def parse_when(text: str | None, option: str) -> datetime | None:

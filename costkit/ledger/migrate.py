@@ -90,7 +90,7 @@ def schema_state(engine: Engine) -> SchemaState:
 
 
 def _run_locked(engine: Engine, action: str, revision: str, *, by_migrations: bool = False) -> None:
-    make_sqlite_directory(engine)
+    prepare_sqlite_path(engine)
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -108,13 +108,18 @@ def _run_locked(engine: Engine, action: str, revision: str, *, by_migrations: bo
         connection.commit()
 
 
-def make_sqlite_directory(engine: Engine) -> None:
+def prepare_sqlite_path(engine: Engine) -> None:
     """Create an SQLite file's directory (write paths only: reads never create anything).
 
-    Raises ``LedgerError`` naming the directory when it cannot be created or written.
+    Raises ``LedgerError`` naming the directory when it cannot be created or written,
+    and for an existing file this process may not write (nor create its ``-wal`` beside).
     """
     path = sqlite_file(engine.url)
-    if path is None or path.exists():
+    if path is None:
+        return
+    if path.exists():
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+            raise LedgerError(f"the ledger database {path} is read-only here (it or its directory)")
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +174,7 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def ensure_schema(engine: Engine) -> None:
     """Bring a fresh or older database to head; refuse one migrated by a newer costkit."""
-    make_sqlite_directory(engine)
+    prepare_sqlite_path(engine)
     state = schema_state(engine)
     if state.up_to_date:
         return

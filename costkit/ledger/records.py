@@ -186,5 +186,6 @@ def record_from_line(line: bytes) -> Record:
         if data.get(name) is not None:
             data[name] = datetime.fromisoformat(data[name])
     row = Row(**data)
+    tidy_row(row)  # lines an older costkit or another process wrote may hold what no database takes
     check_row(row)
     return record_of(row, store_text=True)
