@@ -157,15 +157,23 @@ def count_in_ledger(url: str) -> int:
 
 
 def spooled_ids(spool_dir: Path) -> list[str]:
-    """Request ids waiting in a spool directory (the active file and every claimed batch)."""
+    """Request ids waiting in a spool directory (the active file and every claimed batch).
+
+    A live writer renames and deletes spool files while they are read: read again until one
+    pass sees every file it listed.
+    """
     import json
 
-    ids: list[str] = []
-    for path in sorted(spool_dir.glob("*.jsonl")):
-        if path.name == "rejected.jsonl":
+    while True:
+        ids: list[str] = []
+        try:
+            for path in sorted(spool_dir.glob("*.jsonl")):
+                if path.name != "rejected.jsonl":
+                    lines = path.read_text().splitlines()
+                    ids += [json.loads(line)["request_id"] for line in lines if line.strip()]
+        except FileNotFoundError:
             continue
-        ids += [json.loads(line)["request_id"] for line in path.read_text().splitlines() if line.strip()]
-    return ids
+        return ids
 
 
 def wait_for(condition: Any, seconds: float) -> bool:

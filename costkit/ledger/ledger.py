@@ -50,7 +50,8 @@ class Ledger:
     process exit drain the queue.
 
     Loss window: by default, rows still in the in-memory queue are lost if the
-    process is killed (``kill -9``, an unhandled SIGTERM, ``os._exit``) or the
+    process is killed (``kill -9``, ``os._exit``, a SIGTERM while costkit's handler is
+    not installed: see ``costkit.ledger.lifecycle``) or the
     machine loses power before the writer takes them (normally milliseconds).
     With ``durable=True``, ``record`` appends the row to the spool and fsyncs it
     before returning (about one disk flush per call), so a recorded row survives

@@ -119,7 +119,7 @@ class Writer:
             queue.append(row)
             return
         if self.durable:
-            self._put_durable(row)
+            self._put_on_disk(row, fsync=True)
             return
         if self._accepting and len(queue) + len(self._held) < self.queue_size:
             queue.append(row)
@@ -129,9 +129,6 @@ class Writer:
                 self._spill_queue()
             return
         self._put_on_disk(row, fsync=False)
-
-    def _put_durable(self, row: Row) -> None:
-        self._put_on_disk(row, fsync=True)
 
     def _put_on_disk(self, row: Row, *, fsync: bool) -> None:
         try:
