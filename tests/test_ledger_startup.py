@@ -91,6 +91,14 @@ def test_a_black_holed_postgres_costs_the_caller_no_wait(pg_schema: str, tmp_pat
         start = time.perf_counter()
         book.record(make_row(request_id="while-hanging"))
         assert time.perf_counter() - start < 0.05
+        # Closing waits out at most the connect attempt in progress, then leaves the rows spooled.
+        other = Ledger(url, spool_dir=tmp_path / "other-spool", max_retry_delay=0.01)  # retries at once
+        other.record(make_row(request_id="other"))
+        assert wait_for(lambda: spooled_ids(tmp_path / "other-spool") == ["other"], 10)
+        start = time.perf_counter()
+        assert other.close() is False
+        assert time.perf_counter() - start < 2.5, "close() waited for more than one connect timeout"
+        assert spooled_ids(tmp_path / "other-spool") == ["other"]
         proxy.restore()
         assert wait_for(lambda: count_in_ledger(pg_url(pg_schema)) == len(ids) + 1, 20)
         assert book.close() is True

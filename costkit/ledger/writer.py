@@ -402,8 +402,8 @@ class Writer:
         self._replay_wanted = True
 
     def _replay(self, force: bool) -> None:
-        if self._down and not force and time.monotonic() < self._retry_at:
-            return
+        if self._down and not force and (self._stopping or time.monotonic() < self._retry_at):
+            return  # on the way out, a database known to be down is not waited for again
         self._replay_wanted = False
         try:
             self.spool.replay(self.store.insert_isolating, self.batch_size, wait=force)
