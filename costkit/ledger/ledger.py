@@ -197,7 +197,7 @@ class Ledger:
         except Exception as error:
             if is_database_down(error):
                 raise DatabaseDown(
-                    f"the ledger database {safe_url(self.url)} does not answer: {first_line(error)}"
+                    f"the ledger database {safe_url(self.url)} is unavailable: {first_line(error)}"
                 ) from error
             raise
 

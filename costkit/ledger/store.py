@@ -103,7 +103,7 @@ class Store:
             except Exception as error:
                 where, why = safe_url(self.engine.url), first_line(error)
                 if is_database_down(error):
-                    raise DatabaseDown(f"the ledger database {where} does not answer: {why}") from error
+                    raise DatabaseDown(f"the ledger database {where} is unavailable: {why}") from error
                 raise LedgerError(f"cannot prepare the ledger database {where}: {why}") from error
             self._schema_ready = True
 
