@@ -3,12 +3,18 @@
 PostgreSQL must be reachable on 127.0.0.1:5432 (``.ci/run`` starts it): if it is
 not, the tests that need it fail loudly; they never skip. Each test gets its own
 randomly named schema, dropped afterwards, because other runs share the server.
+
+The tests run as root, and root ignores file permission bits. ``WITHOUT_ROOT_POWERS``
+runs a command as root minus the capabilities that override them (``setpriv`` from
+util-linux drops them from the bounding set), so ``chmod 444`` and ``chmod 555``
+really stop it, as they would stop any other user.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,8 +34,18 @@ REPO = Path(__file__).resolve().parents[1]
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_DSN = f"host={PG_HOST} port={PG_PORT} user=postgres dbname=test connect_timeout=5"
 COSTKIT = Path(sys.executable).parent / "costkit"
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest migration: written out here, so a new one has to be acknowledged by the tests."""
+
+
+def without_root_powers() -> list[str]:
+    """The command prefix that runs a process as root without the capabilities that bypass permissions."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is needed to test unwritable files as root")
+    if os.geteuid() != 0:
+        return []  # an ordinary user is stopped by permission bits anyway
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
 
 
 def pg_url(schema: str, port: int = PG_PORT) -> str:
@@ -52,6 +68,16 @@ def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema with a random name, dropped after the test."""
     name = f"costkit_test_{uuid.uuid4().hex[:12]}"
     _pg_admin(f"CREATE SCHEMA {name}")
+    try:
+        yield name
+    finally:
+        _pg_admin(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest.fixture
+def missing_pg_schema() -> Iterator[str]:
+    """A random schema name that does not exist yet; dropped after the test if something created it."""
+    name = f"costkit_test_{uuid.uuid4().hex[:12]}"
     try:
         yield name
     finally:
@@ -115,9 +141,51 @@ def ids_in_ledger(url: str) -> list[str]:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return [r[0] for r in connection.execute(text("SELECT request_id FROM requests"))]
+            return [r[0] for r in connection.execute(text("SELECT request_id FROM costkit_requests"))]
     finally:
         engine.dispose()
+
+
+def count_in_ledger(url: str) -> int:
+    """Rows in the ledger, 0 while its tables do not exist yet (for polling a ledger being created)."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        return len(ids_in_ledger(url))
+    except (OperationalError, ProgrammingError):
+        return 0
+
+
+def spooled_ids(spool_dir: Path) -> list[str]:
+    """Request ids waiting in a spool directory (the active file and every claimed batch).
+
+    A live writer renames and deletes spool files while they are read: read again until one
+    pass sees every file it listed.
+    """
+    import json
+
+    while True:
+        ids: list[str] = []
+        try:
+            for path in sorted(spool_dir.glob("*.jsonl")):
+                if path.name != "rejected.jsonl":
+                    lines = path.read_text().splitlines()
+                    ids += [json.loads(line)["request_id"] for line in lines if line.strip()]
+        except FileNotFoundError:
+            continue
+        return ids
+
+
+def wait_for(condition: Any, seconds: float) -> bool:
+    """Poll ``condition()`` every 50 ms until it is true (True) or ``seconds`` pass (False)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -129,22 +197,35 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def run_costkit(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, unprivileged: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``costkit`` console script (the one next to this Python)."""
+    """Run the installed ``costkit`` console script (the one next to this Python).
+
+    ``unprivileged``: without the powers that let root ignore file permissions.
+    """
     if not COSTKIT.exists():
         pytest.fail(f"{COSTKIT} is missing: install the project (pip install -e .)")
+    prefix = without_root_powers() if unprivileged else []
     return subprocess.run(
-        [str(COSTKIT), *args], capture_output=True, text=True, env=env or child_env(), timeout=timeout
+        [*prefix, str(COSTKIT), *args],
+        capture_output=True,
+        text=True,
+        env=env or child_env(),
+        timeout=timeout,
     )
 
 
 def run_python(
-    code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    code: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    unprivileged: bool = False,
 ) -> subprocess.Popen[str]:
     """Start ``python -c code args...`` with this interpreter; the caller waits on it."""
+    prefix = without_root_powers() if unprivileged else []
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
+        [*prefix, sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -153,12 +234,14 @@ def run_python(
 
 
 class TcpProxy:
-    """A real TCP forwarder on 127.0.0.1 to PostgreSQL that a test can cut and restore.
+    """A real TCP forwarder on 127.0.0.1 to PostgreSQL that a test can cut, black-hole and restore.
 
     ``cut()`` closes the listening socket and every forwarded connection, so the
     ledger sees exactly what a crashed or unreachable server looks like
-    (connection reset, then connection refused). ``restore()`` listens again on
-    the same port.
+    (connection reset, then connection refused). ``blackhole()`` keeps accepting
+    connections but never answers on them, like a host whose packets vanish (a
+    client waits for its connect timeout). ``restore()`` forwards again, on the
+    same port.
     """
 
     def __init__(self, target: tuple[str, int] = (PG_HOST, PG_PORT)) -> None:
@@ -166,10 +249,23 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._blackhole = False
         self.port = 0
         self.restore()
 
+    def blackhole(self) -> None:
+        self.cut()
+        self._blackhole = True
+        self._listen()
+
     def restore(self) -> None:
+        if self._blackhole:
+            self.cut()
+            self._blackhole = False
+        if self._listener is None:
+            self._listen()
+
+    def _listen(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((PG_HOST, self.port))
@@ -183,6 +279,8 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             sockets, self._sockets = self._sockets, []
         if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread: the port is free at once
             listener.close()
         for sock in sockets:
             with contextlib.suppress(OSError):
@@ -198,6 +296,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._blackhole:
+                with self._lock:
+                    self._sockets.append(client)  # held open, never read or answered
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
                 upstream.settimeout(None)

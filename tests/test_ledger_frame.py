@@ -52,7 +52,7 @@ def test_frame_filters_by_tags_in_sql_and_all_pairs_must_match(db_url: str) -> N
         search = book.frame(tags={"team": "search"})
         assert list(search["request_id"]) == ["h0", "h2", "h4", "h6"]
         assert all(t["team"] == "search" for t in search["tags"])
-        assert any("request_tags" in s and "EXISTS" in s.upper() for s in statements), statements
+        assert any("costkit_request_tags" in s and "EXISTS" in s.upper() for s in statements), statements
         both = book.frame(tags={"team": "search", "user": "u0"})
         assert list(both["request_id"]) == ["h0", "h6"]
         assert both["tags"].iloc[0] == {"team": "search", "user": "u0"}

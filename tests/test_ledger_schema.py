@@ -45,15 +45,16 @@ def _diff(url: str) -> list[object]:
 
 def test_models_and_migrations_agree(db_url: str) -> None:
     engine = make_engine(resolve_url(db_url))
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, by_migrations=True)  # every revision from 0001, not the models' shortcut
+    assert migrate.schema_state(engine).current == HEAD_REVISION
     assert _diff(db_url) == []
     # The comparison can fail: drop an index the models declare and it must be reported.
     with engine.begin() as connection:
-        connection.execute(text("DROP INDEX ix_request_tags_key_value"))
+        connection.execute(text("DROP INDEX ix_costkit_request_tags_key_value"))
     engine.dispose()
     diff = _diff(db_url)
     assert [d[0] for d in diff] == ["add_index"], diff
-    assert diff[0][1].name == "ix_request_tags_key_value"
+    assert diff[0][1].name == "ix_costkit_request_tags_key_value"
 
 
 def test_migrations_go_down_to_base_and_up_again(db_url: str) -> None:
@@ -63,7 +64,7 @@ def test_migrations_go_down_to_base_and_up_again(db_url: str) -> None:
     with Ledger(db_url) as book:
         book.record(make_row())
         assert book.flush(10)
-    assert scalar(db_url, "SELECT count(*) FROM requests") == 1
+    assert scalar(db_url, "SELECT count(*) FROM costkit_requests") == 1
 
     migrate.downgrade(engine, "base")
     with engine.connect() as connection:
@@ -72,8 +73,8 @@ def test_migrations_go_down_to_base_and_up_again(db_url: str) -> None:
 
     migrate.upgrade(engine)
     with engine.connect() as connection:
-        assert {"requests", "request_tags"} <= set(inspect(connection).get_table_names())
-    assert scalar(db_url, "SELECT count(*) FROM requests") == 0
+        assert {"costkit_requests", "costkit_request_tags"} <= set(inspect(connection).get_table_names())
+    assert scalar(db_url, "SELECT count(*) FROM costkit_requests") == 0
     engine.dispose()
 
 
@@ -92,7 +93,7 @@ def test_check_constraints_refuse_unknown_status_and_usage_source(db_url: str, c
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO requests (request_id, started_at, model, endpoint_host, status, stream,"
+                "INSERT INTO costkit_requests (request_id, started_at, model, endpoint_host, status, stream,"
                 " input_tokens, cached_input_tokens, output_tokens, usage_source, cost_nanousd)"
                 " VALUES ('r1', '2025-01-01 00:00:00', 'gpt-4.1', '', :status, false,"
                 " 0, 0, 0, :usage_source, 0)"

@@ -17,6 +17,7 @@ from tests.ledger_helpers import (  # noqa: F401
     ids_in_ledger,
     make_row,
     pg_schema,
+    postgres_url,
     run_costkit,
     sqlite_url,
 )
@@ -122,3 +123,37 @@ def test_a_forked_child_records_its_own_rows(sqlite_url: str) -> None:
         assert book.flush(30)
     got = Counter(ids_in_ledger(sqlite_url))
     assert got == Counter([f"parent-{i}" for i in range(10)] + [f"child-{i}" for i in range(10)])
+
+
+def test_a_spool_line_no_database_can_store_is_replayed_made_storable(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Lines an older costkit (or another process) spooled may hold NUL: PostgreSQL used to refuse them."""
+    spool = tmp_path / "spool"
+    _spool_rows(postgres_url, spool, ["fine"])
+    line = json.loads((spool / "spool.jsonl").read_text())
+    line.update(request_id="nul", model="gpt-4.1\x00", tags={"team": "a\x00b", "ok": "yes"})
+    with (spool / "spool.jsonl").open("a") as stream:
+        stream.write(json.dumps(line) + "\n")
+    done = run_costkit("ledger", "replay", "--db", postgres_url, "--spool-dir", str(spool), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"spool": str(spool), "rows": 2, "rejected": 0}
+    with Ledger(postgres_url, spool_dir=spool) as book:
+        rows = {r["request_id"]: r for r in book.rows()}
+    assert rows["nul"]["model"] == "gpt-4.1\ufffd" and rows["nul"]["tags"] == {"ok": "yes"}
+    assert "Row.tags dropped" in rows["nul"]["notes"]
+
+
+def test_replaying_a_spool_it_may_not_write_is_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    _spool_rows(sqlite_url, spool, ["waiting"])
+    spool.chmod(0o555)
+    try:
+        args = ("ledger", "replay", "--db", sqlite_url, "--spool-dir", str(spool))
+        done = run_costkit(*args, unprivileged=True)
+    finally:
+        spool.chmod(0o700)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    [line] = done.stderr.splitlines()
+    assert line.startswith("costkit: ") and str(spool) in line and "Permission denied" in line
+    assert "waiting" in (spool / "spool.jsonl").read_text()  # kept for a replay that can write

@@ -31,9 +31,10 @@ def test_recorded_rows_and_tags_are_committed_by_flush(db_url: str) -> None:
             book.record(make_row(request_id=request_id, tags={"team": "search", "job": f"j{i % 7}"}))
         assert book.flush(timeout=30) is True
         assert sorted(ids_in_ledger(db_url)) == sorted(ids)
-    assert scalar(db_url, "SELECT count(*) FROM request_tags") == 2 * len(ids)
-    assert scalar(db_url, "SELECT count(*) FROM request_tags WHERE key = 'job' AND value = 'j3'") == 100
-    assert scalar(db_url, "SELECT sum(cost_nanousd) FROM requests") == 700 * 3_532_000
+    assert scalar(db_url, "SELECT count(*) FROM costkit_request_tags") == 2 * len(ids)
+    job_j3 = "SELECT count(*) FROM costkit_request_tags WHERE key = 'job' AND value = 'j3'"
+    assert scalar(db_url, job_j3) == 100
+    assert scalar(db_url, "SELECT sum(cost_nanousd) FROM costkit_requests") == 700 * 3_532_000
 
 
 def test_a_request_id_recorded_twice_is_stored_once(db_url: str) -> None:
@@ -44,8 +45,8 @@ def test_a_request_id_recorded_twice_is_stored_once(db_url: str) -> None:
         book.record(make_row(request_id="other"))
         assert book.flush(10)
     assert sorted(ids_in_ledger(db_url)) == ["dup", "other"]
-    assert scalar(db_url, "SELECT cost_nanousd FROM requests WHERE request_id = 'dup'") == 1
-    assert scalar(db_url, "SELECT value FROM request_tags WHERE request_id = 'dup'") == "search"
+    assert scalar(db_url, "SELECT cost_nanousd FROM costkit_requests WHERE request_id = 'dup'") == 1
+    assert scalar(db_url, "SELECT value FROM costkit_request_tags WHERE request_id = 'dup'") == "search"
 
 
 def test_prompt_and_completion_text_are_stored_only_when_opted_in(sqlite_url: str, tmp_path: Path) -> None:
@@ -86,8 +87,9 @@ def test_a_full_queue_spills_to_the_spool_and_loses_nothing(sqlite_url: str, tmp
         ({"cost_nanousd": 0.5}, "cost_nanousd"),
         ({"input_tokens": -1}, "input_tokens"),
         ({"started_at": datetime(2025, 1, 1)}, "started_at"),
-        ({"tags": {"team": 7}}, "tags"),
+        ({"tags": [("team", "search")]}, "tags"),  # not a mapping: a bad tag is dropped, this is not a tag
         ({"request_id": ""}, "request_id"),
+        ({"input_tokens": 2**31}, "input_tokens"),  # PostgreSQL's integer would refuse it later
     ],
 )
 def test_rows_breaking_the_contract_are_refused_at_once_and_kept_aside(
@@ -145,7 +147,7 @@ def test_normal_exit_without_close_drains_the_queue(sqlite_url: str) -> None:
     got = ids_in_ledger(sqlite_url)
     assert len(got) == 3500
     assert set(got) == {f"main-{i}" for i in range(3000)} | {f"late-{i}" for i in range(500)}
-    assert scalar(sqlite_url, "SELECT sum(cost_nanousd) FROM requests") == sum(range(3000))
+    assert scalar(sqlite_url, "SELECT sum(cost_nanousd) FROM costkit_requests") == sum(range(3000))
 
 
 def test_rows_the_database_refuses_are_kept_aside_and_the_rest_commit(
@@ -153,15 +155,71 @@ def test_rows_the_database_refuses_are_kept_aside_and_the_rest_commit(
 ) -> None:
     spool = tmp_path / "spool"
     with Ledger(postgres_url, store_text=True, spool_dir=spool) as book:
-        for i in range(40):
-            # PostgreSQL text cannot hold NUL: that one row is refused, its 39 batch mates are not.
-            text = "bad \x00 byte" if i == 17 else f"prompt {i}"
-            book.record(make_row(request_id=f"r{i}", prompt_text=text))
+        assert book.rows() == []  # the schema exists: now give the database a rule of its own
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(postgres_url)
+        with engine.begin() as connection:
+            connection.execute(
+                text("ALTER TABLE costkit_requests ADD CONSTRAINT no_r17 CHECK (request_id <> 'r17')")
+            )
+        engine.dispose()
+        for i in range(40):  # that one row is refused, its 39 batch mates are not
+            book.record(make_row(request_id=f"r{i}", prompt_text=f"prompt {i}"))
         assert book.flush(30) is True
     assert sorted(ids_in_ledger(postgres_url)) == sorted(f"r{i}" for i in range(40) if i != 17)
     [rejection] = [json.loads(line) for line in (spool / "rejected.jsonl").read_text().splitlines()]
     assert json.loads(rejection["line"])["request_id"] == "r17"
-    assert "NUL" in rejection["error"] or "0x00" in rejection["error"]
+    assert "no_r17" in rejection["error"]
+
+
+TOO_LONG = "x" * 201
+
+
+def test_record_keeps_the_valid_tags_drops_the_others_and_says_so_on_the_row(db_url: str) -> None:
+    shared = {"team": "search", "job": TOO_LONG, "user": 42, TOO_LONG: "v", "": "empty", "n": "a\x00b"}
+    with Ledger(db_url) as book:
+        book.record(make_row(request_id="t", tags=shared))
+        book.record(make_row(request_id="u", tags=shared, notes="usage estimated"))
+        assert book.flush(10)
+        rows = {r["request_id"]: r for r in book.rows()}
+    assert shared["job"] == TOO_LONG and len(shared) == 6  # the caller's dict is not changed
+    assert rows["t"]["tags"] == {"team": "search", "user": "42"}
+    notes = rows["t"]["notes"].split("; ")
+    assert len(notes) == 4 and all("from Row.tags dropped" in n for n in notes), notes
+    assert any("'job'" in n and "longer than 200" in n for n in notes)
+    assert any("NUL" in n for n in notes)
+    assert rows["u"]["notes"].startswith("usage estimated; tag ")
+
+
+def test_text_no_database_can_hold_is_made_storable_and_noted(db_url: str, tmp_path: Path) -> None:
+    """NUL (PostgreSQL text) and unpaired surrogates (no UTF-8 at all) from a hostile upstream."""
+    with Ledger(db_url, store_text=True, spool_dir=tmp_path / "spool") as book:
+        book.record(
+            make_row(
+                request_id="hostile",
+                model="gpt-4.1\x00evil",
+                error="upstream said \ud800",
+                prompt_text="a\x00b",
+                x_metrics={"tps": float("nan")},
+                tags={"team": "x\udfff"},
+            )
+        )
+        book.close()  # the spool, too, must take such a row: recorded after close, it goes there
+        book.record(make_row(request_id="spooled", model="m\ud800", tags={"k": "v\x00"}))
+    with Ledger(db_url, store_text=True, spool_dir=tmp_path / "spool") as book:
+        assert book.flush(10) is True
+        rows = {r["request_id"]: r for r in book.rows()}
+    hostile = rows["hostile"]
+    assert (hostile["model"], hostile["error"], hostile["prompt_text"]) == (
+        "gpt-4.1\ufffdevil",
+        "upstream said \ufffd",
+        "a\ufffdb",
+    )
+    assert hostile["x_metrics"] is None and hostile["tags"] == {}
+    assert "x_metrics dropped" in hostile["notes"] and "model: NUL" in hostile["notes"]
+    assert rows["spooled"]["model"] == "m\ufffd" and rows["spooled"]["tags"] == {}
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
 
 
 def test_record_does_not_wait_for_a_slow_database(sqlite_url: str) -> None:
@@ -175,11 +233,11 @@ def test_record_does_not_wait_for_a_slow_database(sqlite_url: str) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # hold the write lock: the writer must wait
             connection.execute(
                 text(
-                    "INSERT INTO requests SELECT 'x' || request_id, response_id, started_at,"
+                    "INSERT INTO costkit_requests SELECT 'x' || request_id, response_id, started_at,"
                     " finished_at, model, endpoint_host, status, http_status, stream,"
                     " input_tokens, cached_input_tokens, output_tokens, usage_source,"
                     " estimated_input_tokens, cost_nanousd, price_id, latency_us, ttft_us,"
-                    " x_metrics, error, prompt_text, completion_text, notes FROM requests"
+                    " x_metrics, error, prompt_text, completion_text, notes FROM costkit_requests"
                 )
             )
             start = time.perf_counter()
@@ -187,12 +245,12 @@ def test_record_does_not_wait_for_a_slow_database(sqlite_url: str) -> None:
                 book.record(make_row(request_id=f"w{i}"))
             elapsed = time.perf_counter() - start
             time.sleep(0.3)
-            assert scalar(sqlite_url, "SELECT count(*) FROM requests") == 1  # still blocked
+            assert scalar(sqlite_url, "SELECT count(*) FROM costkit_requests") == 1  # still blocked
             connection.exec_driver_sql("COMMIT")
         blocker.dispose()
         assert elapsed < 0.5, f"record waited on the locked database: {elapsed:.3f}s for 500 rows"
         assert book.flush(30)
-    assert scalar(sqlite_url, "SELECT count(*) FROM requests") == 502
+    assert scalar(sqlite_url, "SELECT count(*) FROM costkit_requests") == 502
 
 
 def test_before_drain_callbacks_record_into_the_exit_drain(sqlite_url: str) -> None:

@@ -3,6 +3,11 @@
 Both groups and every subcommand take ``--db URL`` (default ``$COSTKIT_DB_URL``,
 else the SQLite ledger in the user data directory). Bad input and an unreachable
 database are one line on stderr and exit 2, never a traceback.
+
+Read commands (``ledger tail``/``export``, ``db current``) and ``db downgrade`` never
+create anything: an SQLite path that does not exist is an error naming it, and an
+existing file is opened without creating or changing anything (read-only when this
+process may not write it). ``db downgrade`` takes no default revision.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def _database_errors(url: Any) -> Iterator[None]:
     except SQLAlchemyError as error:
         first = str(getattr(error, "orig", None) or error).strip().splitlines()
         raise BadInput(f"ledger database {safe_url(url)}: {first[0] if first else error}") from None
+    except OSError as error:  # the spool directory, the SQLite directory: a path the user can fix
+        raise BadInput(f"{error.filename or safe_url(url)}: {error.strerror or error}") from None
 
 
 def parse_when(text: str | None, option: str) -> datetime | None:
@@ -94,13 +101,26 @@ def parse_tags(pairs: tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
+def _existing_engine(url: Any) -> Any:
+    """An engine that reads an existing database and creates nothing; a missing SQLite file is bad input."""
+    from costkit.ledger.engine import make_read_engine
+    from costkit.ledger.location import sqlite_file
+
+    path = sqlite_file(url)
+    if path is not None:
+        if not path.exists():
+            raise BadInput(f"no ledger database at {path}")
+        if not path.is_file():
+            raise BadInput(f"{path} is not a ledger database file")
+    return make_read_engine(url)
+
+
 def _read_engine(url: Any) -> Any:
     """An engine on an existing ledger (read commands never migrate); None when it has no schema yet."""
     from costkit.ledger import migrate
-    from costkit.ledger.engine import make_engine
     from costkit.ledger.errors import LedgerError
 
-    engine = make_engine(url)
+    engine = _existing_engine(url)
     state = migrate.schema_state(engine)
     if state.current is None:
         engine.dispose()
@@ -162,22 +182,26 @@ def upgrade(ctx: click.Context, revision: str, db_url: str | None) -> None:
     click.echo(f"{safe_url(url)}: at revision {state.current or 'base'} (head {state.head})")
 
 
-@db.command()
-@click.argument("revision", default="-1")
+# ignore_unknown_options: `-1` (one step back) is a revision, not an option.
+@db.command(context_settings={"ignore_unknown_options": True})
+@click.argument("revision", required=False)
 @click.option("--yes", is_flag=True, help="Do not ask: a downgrade can delete ledger data.")
 @_db_option
 @click.pass_context
-def downgrade(ctx: click.Context, revision: str, yes: bool, db_url: str | None) -> None:
-    """Downgrade the ledger schema to REVISION (default: one step back; `base` drops the ledger)."""
+def downgrade(ctx: click.Context, revision: str | None, yes: bool, db_url: str | None) -> None:
+    """Downgrade the ledger schema to REVISION: required (`-1` one step back; `base` drops the ledger)."""
     from costkit.ledger import migrate
-    from costkit.ledger.engine import make_engine
     from costkit.ledger.location import safe_url
 
+    if revision is None:
+        raise BadInput(
+            "db downgrade needs a REVISION: -1 for one step back, base to drop the ledger and its rows"
+        )
     url = _url_of(ctx, db_url)
     if not yes:
         click.confirm(f"Downgrade {safe_url(url)} to {revision}? Dropped tables lose their rows", abort=True)
     with _database_errors(url), _alembic_errors():
-        engine = make_engine(url)
+        engine = _existing_engine(url)
         try:
             migrate.downgrade(engine, revision)
             state = migrate.schema_state(engine)
@@ -193,12 +217,11 @@ def downgrade(ctx: click.Context, revision: str, yes: bool, db_url: str | None) 
 def current(ctx: click.Context, as_json: bool, db_url: str | None) -> None:
     """Show the ledger database's schema revision and this costkit's head."""
     from costkit.ledger import migrate
-    from costkit.ledger.engine import make_engine
     from costkit.ledger.location import safe_url
 
     url = _url_of(ctx, db_url)
     with _database_errors(url):
-        engine = make_engine(url)
+        engine = _existing_engine(url)
         try:
             state = migrate.schema_state(engine)
         finally:
@@ -304,14 +327,14 @@ def export(
 def tail(
     ctx: click.Context, count: int, as_json: bool, since: str | None, tag: tuple[str, ...], db_url: str | None
 ) -> None:
-    """Show the most recent ledger rows, oldest first."""
-    from costkit.ledger.export import plain, tail_table
+    """Show the most recent ledger rows, oldest first (control characters shown escaped)."""
+    from costkit.ledger.export import plain, tail_table, terminal_json
     from costkit.ledger.location import safe_url
 
     url = _url_of(ctx, db_url)
     rows = _rows(url, since, None, tag, count)
     if as_json:
-        click.echo(json.dumps([plain(r) for r in rows], ensure_ascii=False))
+        click.echo(terminal_json([plain(r) for r in rows]))
     elif rows:
         click.echo(tail_table(rows))
     else:

@@ -1,12 +1,18 @@
 """Ledger rows out: CSV, Parquet, JSON lines, and the readable ``tail`` table.
 
 Money leaves as ``cost_nanousd`` (an integer) and ``cost_usd`` (an exact decimal
-string such as ``"0.003532000"``): never a float. Times are ISO 8601 UTC.
+string such as ``"0.003532000"``): never a float. Nullable counts stay integers
+(empty in CSV, null in Parquet and JSON). Times are ISO 8601 UTC.
+
+What reaches a terminal (``tail``) has its control characters escaped: model
+names and tags come from upstreams and request headers, and an ANSI escape or a
+carriage return in them must not rewrite the screen. Files keep the data as it is.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -16,6 +22,29 @@ from costkit.ledger.query import FRAME_COLUMNS, frame_of
 from costkit.money import format_usd
 
 FORMATS = ("csv", "parquet", "jsonl")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls (ESC, CR, NUL, CSI...), DEL, line separators and bidi overrides."""
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters written as ``\\x1b``, ``\\r``, ``\\u202e``."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def terminal_json(value: Any) -> str:
+    """JSON for a terminal: non-ASCII text kept, and every control character as a ``\\u`` escape.
+
+    ``json.dumps`` escapes C0 controls itself but not DEL, C1 (the one-byte CSI) or bidi
+    overrides; those can only occur inside JSON strings, where ``\\uXXXX`` means the same.
+    """
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 def usd_text(amount: Decimal) -> str:
@@ -84,28 +113,32 @@ def write_parquet(rows: list[dict[str, Any]], out: IO[bytes]) -> None:
                 value = json.dumps(value)
             data[name].append(value)
     schema = pa.schema([(name, types[name]) for name in FRAME_COLUMNS])
-    pq.write_table(pa.Table.from_pydict(data, schema=schema), out)
+    table = pa.Table.from_pydict(data, schema=schema)
+    # pandas reads an int64 column with nulls back as float64 unless the file says the frame had
+    # nullable Int64 there: the pandas metadata of an empty ledger frame says so for every column.
+    pandas_meta = pa.Schema.from_pandas(frame_of([]), preserve_index=False).metadata
+    pq.write_table(table.replace_schema_metadata(pandas_meta), out)
 
 
 WRITERS = {"csv": write_csv, "parquet": write_parquet, "jsonl": write_jsonl}
 
 
 def tail_table(rows: list[dict[str, Any]]) -> str:
-    """A readable, aligned table of rows (one line each), oldest first."""
+    """A readable, aligned table of rows (one line each), oldest first; text cells are ``printable``."""
     header = ("started_at (UTC)", "model", "status", "in", "cached", "out", "usd", "usage", "tags")
     lines = [header]
     for row in rows:
         lines.append(
             (
                 row["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
-                row["model"],
-                row["status"],
+                printable(row["model"]),
+                printable(row["status"]),
                 str(row["input_tokens"]),
                 str(row["cached_input_tokens"]),
                 str(row["output_tokens"]),
                 format_usd(row["cost_nanousd"]),
-                row["usage_source"],
-                ",".join(f"{k}={v}" for k, v in row["tags"].items()),
+                printable(row["usage_source"]),
+                printable(",".join(f"{k}={v}" for k, v in row["tags"].items())),
             )
         )
     numeric = {3, 4, 5, 6}

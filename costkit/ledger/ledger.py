@@ -1,4 +1,10 @@
-"""``Ledger``: record every request, never lose a row, read the totals back exactly."""
+"""``Ledger``: record every request, never lose a row, read the totals back exactly.
+
+Opening a ledger never connects: the writer thread prepares the database (creates
+and migrates it) as its first act, and until it answers, rows wait in the spool.
+Reading (``rows``, ``frame``, ``replay``) connects in the caller's thread and
+raises ``DatabaseDown`` (one line) when the database does not answer.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 
 from costkit.ledger import migrate
-from costkit.ledger.engine import is_database_down, make_engine
+from costkit.ledger.engine import first_line, is_database_down, make_engine, make_read_engine, sqlite_writable
 from costkit.ledger.errors import DatabaseDown, LedgerError
-from costkit.ledger.location import default_spool_dir, resolve_url, safe_url
+from costkit.ledger.location import default_spool_dir, resolve_url, safe_url, sqlite_file
 from costkit.ledger.query import TimeBound, frame_of, read_rows
-from costkit.ledger.records import check_row
+from costkit.ledger.records import check_row, tidy_row
 from costkit.ledger.row import Row
 from costkit.ledger.spool import ReplayResult, Spool, rejection
 from costkit.ledger.store import Store
@@ -44,7 +50,8 @@ class Ledger:
     process exit drain the queue.
 
     Loss window: by default, rows still in the in-memory queue are lost if the
-    process is killed (``kill -9``, an unhandled SIGTERM, ``os._exit``) or the
+    process is killed (``kill -9``, ``os._exit``, a SIGTERM while costkit's handler is
+    not installed: see ``costkit.ledger.lifecycle``) or the
     machine loses power before the writer takes them (normally milliseconds).
     With ``durable=True``, ``record`` appends the row to the spool and fsyncs it
     before returning (about one disk flush per call), so a recorded row survives
@@ -53,8 +60,12 @@ class Ledger:
     Prompt and completion text are stored only with ``store_text=True``. No
     credentials are ever stored; printed URLs hide their password.
 
-    Opening fails fast with ``DatabaseDown`` if the database cannot be reached at
-    all (a wrong URL should not pass silently); once open, outages are absorbed.
+    Opening never waits on the database and never fails because it is down: the
+    writer thread creates and migrates it as soon as it answers (logging one warning
+    while it does not), and rows wait in the spool meanwhile. A URL that cannot be
+    right (unknown backend, malformed, no driver installed) raises ``LedgerError`` at
+    once. The read methods connect in the caller's thread and raise ``DatabaseDown``
+    if the database does not answer. A read-only SQLite ledger can still be read.
     """
 
     def __init__(
@@ -74,16 +85,8 @@ class Ledger:
         self.store_text = store_text
         self.engine = make_engine(self.url)
         self.spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(self.url))
-        self._store = Store(self.engine)
-        if migrate_schema:
-            try:
-                migrate.ensure_schema(self.engine)
-            except Exception as error:
-                self.engine.dispose()
-                if is_database_down(error) and not isinstance(error, LedgerError):
-                    reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
-                    raise DatabaseDown(f"cannot open the ledger at {safe_url(self.url)}: {reason}") from error
-                raise
+        self._store = Store(self.engine, migrate_schema=migrate_schema)
+        self._read_only_engine: Engine | None = None
         self._writer = Writer(
             self._store,
             self.spool,
@@ -111,13 +114,21 @@ class Ledger:
     def record(self, row: Row) -> None:
         """Account one request. Returns without waiting on the database.
 
-        Raises ``ValueError``/``TypeError`` at once if ``row`` breaks the ``Row``
-        contract (unknown status, naive datetime, float money…); such a row is
-        still written to ``rejected.jsonl`` in the spool directory. The ledger owns
-        the row afterwards: do not change it. Recording a ``request_id`` that is
-        already in the ledger stores nothing new.
+        What any upstream or header may put in a row is made storable, not refused:
+        tags follow the one tag rule (``costkit.ledger.row.clean_tags``: valid tags are
+        kept, the others dropped), NUL and unpaired surrogates in text become U+FFFD,
+        ``x_metrics`` that is not plain JSON is dropped; each change is noted on the
+        row (``row.notes``). Raises ``ValueError``/``TypeError`` at once if ``row``
+        breaks the ``Row`` contract otherwise (unknown status, naive datetime, float or
+        out-of-range money and counts, tags that are not a mapping); such a row is
+        still written to ``rejected.jsonl`` in the spool directory. The ledger owns the
+        row afterwards: do not change it. Recording a ``request_id`` that is already in
+        the ledger stores nothing new.
         """
+        if not isinstance(row, Row):
+            raise TypeError(f"Ledger.record takes a costkit Row, not {type(row).__name__}")
         try:
+            tidy_row(row)
             check_row(row)
         except ValueError as error:
             self._keep_refused(row, error)
@@ -129,8 +140,9 @@ class Ledger:
         data = {f.name: getattr(row, f.name) for f in fields(row)}
         if not self.store_text:
             data["prompt_text"] = data["completion_text"] = None
-        line = json.dumps(data, default=str, ensure_ascii=False).encode()
-        with contextlib.suppress(OSError):  # the ValueError raised to the caller is the report that matters
+        # The caller gets the ValueError, which is the report that matters; keeping a copy is best effort.
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            line = json.dumps(data, default=repr, skipkeys=True).encode()  # ASCII: any text survives
             self.spool.reject([rejection(line, f"refused by Ledger.record: {error}")])
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -153,6 +165,8 @@ class Ledger:
         self._closed = True
         ok = self._writer.close(timeout)
         self.engine.dispose()
+        if self._read_only_engine is not None:
+            self._read_only_engine.dispose()
         return ok
 
     def replay(self) -> ReplayResult:
@@ -160,6 +174,7 @@ class Ledger:
 
         Raises ``DatabaseDown`` if the database does not answer; the spool is then kept.
         """
+        self._store.ensure_schema()
         return self.spool.replay(self._store.insert_isolating, wait=True)
 
     def rows(
@@ -170,8 +185,43 @@ class Ledger:
         *,
         last: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Committed rows as dicts, oldest first (see ``frame``); ``last`` keeps the N most recent."""
-        return read_rows(self.engine, since, until, tags, last=last)
+        """Committed rows as dicts, oldest first (see ``frame``); ``last`` keeps the N most recent.
+
+        Makes sure the schema exists first; raises ``DatabaseDown`` if the database does not answer.
+        """
+        engine = self._reading_engine()
+        try:
+            return read_rows(engine, since, until, tags, last=last)
+        except (ValueError, TypeError):
+            raise
+        except Exception as error:
+            if is_database_down(error):
+                raise DatabaseDown(
+                    f"the ledger database {safe_url(self.url)} is unavailable: {first_line(error)}"
+                ) from error
+            raise
+
+    def _reading_engine(self) -> Engine:
+        """The engine to read with: ours once the schema is ready, or a read-only one for a read-only file."""
+        path = sqlite_file(self.url)
+        if path is None or not path.exists() or sqlite_writable(path):
+            self._store.ensure_schema()
+            return self.engine
+        if self._read_only_engine is None:
+            engine = make_read_engine(self.url)
+            try:
+                state = migrate.schema_state(engine)
+            except Exception as error:
+                engine.dispose()
+                raise LedgerError(f"cannot read the ledger {path}: {first_line(error)}") from error
+            if not state.up_to_date:
+                engine.dispose()
+                raise LedgerError(
+                    f"the read-only ledger {path} is at schema {state.current or 'none'}, this costkit "
+                    f"reads {state.head}: upgrade it where it can be written (`costkit db upgrade`)"
+                )
+            self._read_only_engine = engine
+        return self._read_only_engine
 
     def frame(
         self,
@@ -197,12 +247,17 @@ def replay_spool(
 
     Returns the spool directory and what was replayed; raises ``DatabaseDown`` if the
     database does not answer (the spool is then kept). Idempotent by ``request_id``.
+    With nothing waiting and no SQLite file yet, nothing is created.
     """
     resolved = resolve_url(url)
+    spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(resolved))
+    path = sqlite_file(resolved)
+    if path is not None and not path.exists() and not spool.has_pending():
+        return spool.directory, ReplayResult()
     engine = make_engine(resolved)
     try:
-        migrate.ensure_schema(engine)
-        spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(resolved))
-        return spool.directory, spool.replay(Store(engine).insert_isolating, wait=True)
+        store = Store(engine)
+        store.ensure_schema()
+        return spool.directory, spool.replay(store.insert_isolating, wait=True)
     finally:
         engine.dispose()

@@ -5,11 +5,20 @@ top-level ``migrations/`` folder of a source checkout). Every upgrade or
 downgrade runs in one transaction that first takes a lock, so processes that
 open a fresh database at the same moment migrate it once: SQLite with
 ``BEGIN IMMEDIATE``, PostgreSQL with a transaction-level advisory lock.
+
+A database costkit has never migrated is created at head in one step from the
+models (Alembic's recipe for a fresh database: ``create_all``, then ``stamp``), so
+that old revisions' table names (0001 made ``requests``) never meet an application's
+tables of that name. The models and the migration history agree (a test builds both
+ways and compares them), so both paths give the same schema. Before that, an SQLite
+file's directory is created, and a PostgreSQL schema named in the URL's
+``search_path`` that does not exist yet is created (``CREATE SCHEMA IF NOT EXISTS``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +30,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from costkit.ledger.errors import LedgerError
-from costkit.ledger.schema import VERSION_TABLE
+from costkit.ledger.location import sqlite_file
+from costkit.ledger.schema import VERSION_TABLE, Base
 
 PG_LOCK_KEY = 0x636F73746B6974  # "costkit": serialises concurrent migrations of one database
 
@@ -79,23 +89,82 @@ def schema_state(engine: Engine) -> SchemaState:
         return SchemaState(current_revision(connection), head_revision())
 
 
-def _run_locked(engine: Engine, action: str, revision: str) -> None:
+def _run_locked(engine: Engine, action: str, revision: str, *, by_migrations: bool = False) -> None:
+    prepare_sqlite_path(engine)
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+            _create_search_path_schema(connection)
         config = alembic_config(connection)
-        if action == "upgrade":
-            command.upgrade(config, revision)
-        else:
+        if action == "downgrade":
             command.downgrade(config, revision)
+        elif revision == "head" and not by_migrations and current_revision(connection) is None:
+            Base.metadata.create_all(connection)
+            command.stamp(config, "head")
+        else:
+            command.upgrade(config, revision)
         connection.commit()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database up to ``revision`` (default: head), holding the migration lock."""
-    _run_locked(engine, "upgrade", revision)
+def prepare_sqlite_path(engine: Engine) -> None:
+    """Create an SQLite file's directory (write paths only: reads never create anything).
+
+    Raises ``LedgerError`` naming the directory when it cannot be created or written,
+    and for an existing file this process may not write (nor create its ``-wal`` beside).
+    """
+    path = sqlite_file(engine.url)
+    if path is None:
+        return
+    if path.exists():
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+            raise LedgerError(f"the ledger database {path} is read-only here (it or its directory)")
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LedgerError(
+            f"cannot create the directory {path.parent} for the ledger database: {error.strerror or error}"
+        ) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise LedgerError(f"cannot create the ledger database {path}: its directory is not writable")
+
+
+def _create_search_path_schema(connection: Connection) -> None:
+    """Create the first schema of ``search_path`` when none exists (tables would have nowhere to go)."""
+    if connection.execute(text("SELECT current_schema()")).scalar() is not None:
+        return
+    path = str(connection.execute(text("SHOW search_path")).scalar() or "")
+    names = [n.strip() for n in path.split(",") if n.strip() and n.strip() != '"$user"']
+    if not names:
+        raise LedgerError(
+            "the database URL's search_path names no schema: add ?options=-csearch_path%3DSCHEMA"
+        )
+    name = names[0]
+    name = name[1:-1].replace('""', '"') if name.startswith('"') and name.endswith('"') else name
+    quote = connection.dialect.identifier_preparer.quote  # quotes only names that need it
+    user = quote(str(connection.execute(text("SELECT current_user")).scalar()))
+    quoted = quote(name)
+    try:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
+    except Exception as error:
+        if getattr(getattr(error, "orig", None), "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise LedgerError(
+            f"the schema {name!r} named in the database URL does not exist (or {user} may not use it) "
+            f"and {user} may not create it: run `CREATE SCHEMA {quoted} AUTHORIZATION {user}` "
+            "as an administrator"
+        ) from None
+
+
+def upgrade(engine: Engine, revision: str = "head", *, by_migrations: bool = False) -> None:
+    """Migrate the database up to ``revision`` (default: head), holding the migration lock.
+
+    A database costkit never migrated goes to head in one step from the models unless
+    ``by_migrations`` asks for the whole migration history to run (the tests compare both).
+    """
+    _run_locked(engine, "upgrade", revision, by_migrations=by_migrations)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -105,13 +174,19 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def ensure_schema(engine: Engine) -> None:
     """Bring a fresh or older database to head; refuse one migrated by a newer costkit."""
+    prepare_sqlite_path(engine)
     state = schema_state(engine)
     if state.up_to_date:
         return
+    check_known(state)
+    upgrade(engine, "head")
+
+
+def check_known(state: SchemaState) -> None:
+    """Raise ``LedgerError`` when the database is at a revision this costkit does not know."""
     script = ScriptDirectory.from_config(alembic_config())
     if state.current is not None and state.current not in {rev.revision for rev in script.walk_revisions()}:
         raise LedgerError(
             f"the ledger database is at revision {state.current}, unknown to this costkit "
             f"(head {state.head}): upgrade costkit"
         )
-    upgrade(engine, "head")

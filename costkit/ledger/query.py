@@ -1,7 +1,7 @@
 """Reading the ledger: filters in SQL, shaping in pandas, money exact.
 
 Time filters apply to ``started_at``: ``since`` inclusive, ``until`` exclusive.
-Tag filters are ``EXISTS`` subqueries on the indexed ``request_tags(key, value)``;
+Tag filters are ``EXISTS`` subqueries on the indexed ``costkit_request_tags(key, value)``;
 every given pair must match.
 """
 
@@ -43,7 +43,7 @@ def utc_bound(value: TimeBound, name: str) -> datetime | None:
 def select_requests(
     since: TimeBound = None, until: TimeBound = None, tags: Mapping[str, str] | None = None
 ) -> Select[Any]:
-    """SELECT of the ``requests`` rows matching the filters (no order, no limit)."""
+    """SELECT of the ``costkit_requests`` rows matching the filters (no order, no limit)."""
     table = requests_table
     conditions = []
     start, end = utc_bound(since, "since"), utc_bound(until, "until")

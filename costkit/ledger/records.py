@@ -1,6 +1,6 @@
 """Ledger rows in their three shapes: ``Row`` objects, insert parameters, and spool lines.
 
-A *record* is a plain dict with one key per ``requests`` column plus ``tags``
+A *record* is a plain dict with one key per ``costkit_requests`` column plus ``tags``
 (a ``dict[str, str]``). Rows become records on the writer thread (or, in durable
 mode, on the caller's thread); spool lines are records as one JSON object each,
 datetimes as ISO 8601 strings. Prompt and completion text are dropped here
@@ -10,10 +10,12 @@ unless the ledger stores text, so they never reach the spool either.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from costkit.ledger.row import STATUSES, USAGE_SOURCES, Row
+from costkit.ledger.row import STATUSES, USAGE_SOURCES, Row, clean_tags
 
 SPOOL_FORMAT = 1
 _STATUSES = frozenset(STATUSES)
@@ -21,16 +23,77 @@ _USAGE_SOURCES = frozenset(USAGE_SOURCES)
 _COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_nanousd")
 _OPTIONAL_COUNTS = ("http_status", "estimated_input_tokens", "latency_us", "ttft_us")
 _TIMES = ("started_at", "finished_at")
+_LIMITS = dict.fromkeys(_COUNTS + _OPTIONAL_COUNTS, 2**31 - 1) | dict.fromkeys(
+    ("cost_nanousd", "latency_us", "ttft_us"), 2**63 - 1
+)
+"""The largest value each integer column holds (PostgreSQL ``integer``/``bigint``; SQLite's int64)."""
+_TEXTS = (
+    "request_id",
+    "response_id",
+    "model",
+    "endpoint_host",
+    "price_id",
+    "error",
+    "notes",
+    "prompt_text",
+    "completion_text",
+)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL (PostgreSQL text cannot hold it) and unpaired surrogates (no UTF-8 for them, so no spool line)."""
 
 Record = dict[str, Any]
 TagParams = dict[str, str]
+
+
+def storable(text: str) -> str:
+    """``text`` with NUL and unpaired surrogates as U+FFFD, so every backend and the spool take it."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def tidy_row(row: Row) -> None:
+    """Make what an upstream or a caller may send storable, and say so on the row (``row.notes``).
+
+    Tags follow the one tag rule (``clean_tags``: bad tags are dropped with a note);
+    NUL and unpaired surrogates in text become U+FFFD; ``x_metrics`` that is not plain
+    JSON (NaN, objects JSON cannot hold) is dropped. Raises ``ValueError`` only when
+    ``tags`` is not a mapping at all. The row's ``tags`` becomes a dict of its own,
+    so a tags dict the caller shares with other rows is never changed.
+    """
+    if not isinstance(row.tags, Mapping):
+        raise ValueError(f"row.tags must be a mapping of strings to strings, not {type(row.tags).__name__}")
+    row.tags, notes = clean_tags(row.tags, "Row.tags")
+    for name in _TEXTS:
+        value = getattr(row, name)
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            setattr(row, name, storable(value))
+            notes.append(f"{name}: NUL or unpaired surrogate characters replaced by U+FFFD")
+    if row.x_metrics is not None:
+        problem = _json_problem(row.x_metrics)
+        if problem is not None:
+            row.x_metrics = None
+            notes.append(f"x_metrics dropped: {problem}")
+    for note in notes:
+        row.add_note(note)
+
+
+def _json_problem(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return f"not a JSON object but {type(value).__name__}"
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        return str(error)[:100]
+    if _UNSTORABLE.search(text):
+        return "it holds NUL or unpaired surrogate characters"
+    return None
 
 
 def check_row(row: Row) -> None:
     """Raise ``ValueError`` if ``row`` breaks the ``Row`` contract, so it can never poison a batch.
 
     Checked: the request id, status and usage source, aware datetimes, integer
-    (never float, never negative) counts and money, and string tags.
+    (never float, never negative, within the column's range) counts and money, and
+    string tags (``tidy_row`` has already dropped any other).
     """
     if not isinstance(row, Row):
         raise TypeError(f"Ledger.record takes a costkit Row, not {type(row).__name__}")
@@ -49,12 +112,12 @@ def check_row(row: Row) -> None:
         raise ValueError("row.finished_at must be a timezone-aware datetime or None")
     for name in _COUNTS:
         value = getattr(row, name)
-        if type(value) is not int or value < 0:
-            raise ValueError(f"row.{name} must be a non-negative int, not {value!r}")
+        if type(value) is not int or not 0 <= value <= _LIMITS[name]:
+            raise ValueError(f"row.{name} must be an int from 0 to {_LIMITS[name]}, not {value!r}")
     for name in _OPTIONAL_COUNTS:
         value = getattr(row, name)
-        if value is not None and (type(value) is not int or value < 0):
-            raise ValueError(f"row.{name} must be a non-negative int or None, not {value!r}")
+        if value is not None and (type(value) is not int or not 0 <= value <= _LIMITS[name]):
+            raise ValueError(f"row.{name} must be None or an int from 0 to {_LIMITS[name]}, not {value!r}")
     for key, value in row.tags.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
             raise ValueError(f"row.tags must map non-empty strings to strings: {key!r}={value!r}")
@@ -91,7 +154,7 @@ def record_of(row: Row, store_text: bool) -> Record:
 
 
 def insert_params(records: list[Record]) -> tuple[list[Record], list[TagParams]]:
-    """Parameters for the ``requests`` and ``request_tags`` inserts of a batch of records."""
+    """Parameters for the ``costkit_requests`` and ``costkit_request_tags`` inserts of a batch of records."""
     rows: list[Record] = []
     tags: list[TagParams] = []
     for record in records:
@@ -123,5 +186,6 @@ def record_from_line(line: bytes) -> Record:
         if data.get(name) is not None:
             data[name] = datetime.fromisoformat(data[name])
     row = Row(**data)
+    tidy_row(row)  # lines an older costkit or another process wrote may hold what no database takes
     check_row(row)
     return record_of(row, store_text=True)

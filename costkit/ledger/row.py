@@ -6,6 +6,7 @@ This is the contract between the interceptor (which fills rows) and the ledger
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ STATUSES: tuple[str, ...] = ("ok", "error", "partial", "blocked")
 USAGE_SOURCES: tuple[str, ...] = ("provider", "estimated")
 MAX_TAG_LENGTH = 200
 """The longest tag key or value, in characters, by every way in (context, header, transport, row)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def new_request_id() -> str:
@@ -76,6 +78,8 @@ def _tag_problem(key: object, value: object) -> str | None:
         return f"the value is longer than {MAX_TAG_LENGTH} characters"
     if "\x00" in key or "\x00" in value:
         return "it holds a NUL character"
+    if _SURROGATE.search(key) or _SURROGATE.search(value):
+        return "it holds an unpaired surrogate (not text any database or file can store)"
     return None
 
 
@@ -84,8 +88,9 @@ def clean_tags(tags: Mapping[Any, Any], source: str) -> tuple[dict[str, str], li
 
     A tag is kept when its key is a non-empty string and its value text (numbers and
     booleans are turned into text), each at most ``MAX_TAG_LENGTH`` characters, with no NUL
-    character. Nothing is raised: a bad tag is dropped and said so in the notes, which name
-    ``source`` (``"X-Costkit-Tags"``, ``"costkit.tags()"``, ``"Row.tags"``...).
+    character and no unpaired surrogate. Nothing is raised: a bad tag is dropped and said
+    so in the notes, which name ``source`` (``"X-Costkit-Tags"``, ``"costkit.tags()"``,
+    ``"Row.tags"``...).
     """
     kept: dict[str, str] = {}
     notes: list[str] = []

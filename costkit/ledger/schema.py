@@ -6,6 +6,11 @@ must agree with them (a test compares both on SQLite and PostgreSQL). Money is
 both backends. Tags live in a child table so that filtering by ``key = value``
 is plain indexed SQL on every backend (no JSON functions, no per-key
 expression indexes), and reports can ``GROUP BY`` a tag with a join.
+
+Every name costkit creates starts with ``costkit_`` (tables, the Alembic version
+table) or derives from such a table name (indexes and constraints, through
+``NAMING_CONVENTION``), so the ledger can share a database with an application
+that has its own ``requests`` table.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class Base(DeclarativeBase):
 class Request(Base):
     """One accounted chat-completions request: one row per ``request_id``."""
 
-    __tablename__ = "requests"
+    __tablename__ = "costkit_requests"
     __table_args__ = (
         CheckConstraint(_in("status", STATUSES), name="status"),
         CheckConstraint(_in("usage_source", USAGE_SOURCES), name="usage_source"),
@@ -128,11 +133,11 @@ class Request(Base):
 class RequestTag(Base):
     """One attribution pair (team, user, feature, job…) of a request; a key appears once per request."""
 
-    __tablename__ = "request_tags"
+    __tablename__ = "costkit_request_tags"
     __table_args__ = (Index(None, "key", "value"),)
 
     request_id: Mapped[str] = mapped_column(
-        ForeignKey("requests.request_id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("costkit_requests.request_id", ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[str] = mapped_column(primary_key=True)
     value: Mapped[str]
@@ -144,4 +149,4 @@ requests_table = cast(Table, Request.__table__)
 request_tags_table = cast(Table, RequestTag.__table__)
 
 REQUEST_COLUMNS: tuple[str, ...] = tuple(c.name for c in Request.__table__.columns)
-"""Every column of ``requests``, in table order: the keys of one insert parameter dict."""
+"""Every column of ``costkit_requests``, in table order: the keys of one insert parameter dict."""

@@ -5,6 +5,8 @@ Layout of a spool directory::
     lock                      flock()ed around every append and every claim (never around database work)
     spool.jsonl               the active file; appenders open it after taking the lock
     claimed-<ns>-<pid>.jsonl  a batch taken for replay: renamed from spool.jsonl under the lock
+    claimed-<ns>-<pid>-spill.jsonl  a batch written whole by the SIGTERM spill (``write_batch_file``)
+    writing-<pid>-<ns>.tmp    a batch file being written; renamed to claimed-... once fsynced
     rejected.jsonl            rows the database refused (with its error): kept for a human, never dropped
 
 Replay claims the active file by renaming it (new appends start a new file), then
@@ -91,6 +93,31 @@ class Spool:
             finally:
                 os.close(fd)
 
+    def write_batch_file(self, lines: list[bytes]) -> Path:
+        """Write spool lines as one new, complete batch file, fsynced; safe inside a signal handler.
+
+        Takes no lock (the interrupted code may hold the spool's): the lines go to a
+        temporary name that replay ignores and are renamed into place only once they are
+        on disk, so a replayer sees the whole file or nothing.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = time.time_ns()
+        temporary = self.directory / f"writing-{os.getpid()}-{stamp}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, b"".join(lines))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = self.directory / f"claimed-{stamp:020d}-{os.getpid()}-spill.jsonl"  # never a claim's name
+        os.rename(temporary, final)
+        _fsync_dir(self.directory)
+        return final
+
+    def after_fork_in_child(self) -> None:
+        """A fresh thread lock: another thread of the parent may have held this one at the fork."""
+        self._thread_lock = threading.Lock()
+
     def append_records(self, records: list[Record], *, fsync: bool) -> None:
         self.append([spool_line(r) for r in records], fsync=fsync)
 
@@ -99,8 +126,11 @@ class Spool:
         try:
             if self.active.stat().st_size > 0:
                 return True
+        except OSError:  # no active file: claimed files (an unfinished replay, a spill) may still wait
+            pass
+        try:
             return any(p.name.startswith("claimed-") for p in self.directory.iterdir())
-        except FileNotFoundError:
+        except OSError:  # missing, or not ours to read: nothing this process can replay
             return False
 
     def _claim_active(self) -> None:

@@ -15,12 +15,19 @@ and replaying a batch is harmless. No ORM unit of work on this path:
 
 If the database refuses some rows of a batch, the batch is split in halves until
 the refused rows are alone; the others commit.
+
+Before its first write (and before any read through ``ensure_schema``), the store
+brings the schema to head, once: opening a ledger connects to nothing, so a
+database that is down at start costs no one a wait but the writer thread. Every
+transaction runs under ``write_lock``, which the fork hook takes so that no
+transaction is in flight when a process forks.
 """
 
 from __future__ import annotations
 
 import json
 import operator
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -29,8 +36,10 @@ from sqlalchemy import JSON, Boolean, Table, TextClause, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from costkit.ledger.engine import is_database_down
-from costkit.ledger.errors import DatabaseDown, RowsRefused
+from costkit.ledger import migrate
+from costkit.ledger.engine import first_line, is_database_down
+from costkit.ledger.errors import DatabaseDown, LedgerError, RowsRefused
+from costkit.ledger.location import safe_url
 from costkit.ledger.records import Record, insert_params
 from costkit.ledger.schema import REQUEST_COLUMNS, UTCDateTime, request_tags_table, requests_table
 
@@ -38,10 +47,16 @@ _TAG_COLUMNS = ("request_id", "key", "value")
 
 
 class Store:
-    """Writes records to one database. Thread-safe: every call checks a connection out of the pool."""
+    """Writes records to one database. Thread-safe: every call checks a connection out of the pool.
 
-    def __init__(self, engine: Engine) -> None:
+    ``migrate_schema=False`` trusts the schema to be at head and never migrates it.
+    """
+
+    def __init__(self, engine: Engine, *, migrate_schema: bool = True) -> None:
         self.engine = engine
+        self.write_lock = threading.Lock()
+        self._schema_lock = threading.Lock()
+        self._schema_ready = not migrate_schema
         if engine.dialect.name == "postgresql":
             self._write = self._write_unnest
             self._unnest_requests = _unnest_insert(requests_table, "request_id")
@@ -63,18 +78,51 @@ class Store:
         if tags:
             connection.execute(self._unnest_tags, {name: [t[name] for t in tags] for name in _TAG_COLUMNS})
 
+    def after_fork_in_child(self) -> None:
+        """Fresh locks: another thread may have held them when the process forked."""
+        self.write_lock = threading.Lock()
+        self._schema_lock = threading.Lock()
+
+    def ensure_schema(self) -> None:
+        """Bring the schema to head, once per store (later calls return at once).
+
+        Raises ``DatabaseDown`` (one line) if the database does not answer, and
+        ``LedgerError`` if it answers but cannot be used (a newer revision, a schema
+        that may not be created, a directory that cannot be written).
+        """
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            try:
+                with self.write_lock:
+                    migrate.ensure_schema(self.engine)
+            except LedgerError:
+                raise
+            except Exception as error:
+                where, why = safe_url(self.engine.url), first_line(error)
+                if is_database_down(error):
+                    raise DatabaseDown(f"the ledger database {where} is unavailable: {why}") from error
+                raise LedgerError(f"cannot prepare the ledger database {where}: {why}") from error
+            self._schema_ready = True
+
     def insert(self, records: list[Record]) -> None:
-        """Commit ``records`` in one transaction, or raise ``DatabaseDown`` / ``RowsRefused``."""
+        """Commit ``records`` in one transaction, or raise ``DatabaseDown`` / ``RowsRefused``.
+
+        Also raises ``LedgerError`` (see ``ensure_schema``) when the schema cannot be made ready.
+        """
         if not records:
             return
+        self.ensure_schema()
         rows, tags = insert_params(records)
         try:
-            with self.engine.begin() as connection:
+            with self.write_lock, self.engine.begin() as connection:
                 self._write(connection, rows, tags)
         except Exception as error:
             if is_database_down(error):
-                raise DatabaseDown(f"ledger database unavailable: {_first_line(error)}") from error
-            raise RowsRefused(_first_line(error)) from error
+                raise DatabaseDown(f"ledger database unavailable: {first_line(error)}") from error
+            raise RowsRefused(first_line(error)) from error
 
     def insert_isolating(self, records: list[Record]) -> list[tuple[Record, str]]:
         """Commit every record the database accepts; return the refused ones with the reason.
@@ -156,8 +204,3 @@ def _unnest_insert(table: Table, conflict: str) -> TextClause:
         f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({', '.join(arrays)}) "
         f"ON CONFLICT ({conflict}) DO NOTHING"
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:500]

@@ -2,35 +2,38 @@
 
 Contract:
 
-* ``put`` never waits on the database. It appends to a deque (or, when the deque
-  is full or the writer is closed, appends the row to the spool file itself), and
-  in durable mode writes and fsyncs the row to the spool before returning.
-* One daemon thread drains the deque in batches into the database. When the
-  database does not answer, the batch goes to the spool (fsynced), later rows go
-  straight to the spool, and the thread retries with exponential backoff by
-  replaying the spool, which also picks up rows other processes left there.
+* ``put`` never waits on the database and never raises. It appends to a deque
+  (or, when the deque is full or the writer is closed, appends the row to the
+  spool file itself), and in durable mode writes and fsyncs the row to the spool
+  before returning. When the spool cannot be written either, the row stays in
+  memory up to ``queue_size`` rows and is retried; beyond that it is dropped and
+  counted in an error log (the only way a row can be lost while the process lives).
+* One daemon thread drains the deque in batches into the database. Its first act
+  is to bring the schema to head; when the database does not answer (at start or
+  later), batches go to the spool (fsynced), later rows go straight to the spool,
+  and the thread retries with exponential backoff by replaying the spool, which
+  also picks up rows other processes left there. Each outage is logged once.
 * ``flush`` waits until every row put before it is committed (True) or on disk
   in the spool because the database is down (False). ``close`` flushes, stops
-  the thread and spools anything left. Process exit closes every open writer
-  (an ``atexit`` hook; the thread is a daemon, so it cannot keep a process alive).
+  the thread and spools anything left. ``lifecycle`` closes every open writer at
+  interpreter exit, spills them on SIGTERM, and makes forking safe.
 
 Loss window of the default mode: rows still in the in-memory queue when the
-process is killed (``kill -9``, SIGTERM without a handler, ``os._exit``) or the
-machine loses power: at most about ``LINGER_S`` (50 ms) of rows when the writer
-keeps up. Durable mode has no such window.
+process is killed (``kill -9``, ``os._exit``, a SIGTERM while its default action
+is not costkit's handler) or the machine loses power: at most about ``LINGER_S``
+(50 ms) of rows when the writer keeps up. Durable mode has no such window.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
-from costkit.ledger.errors import DatabaseDown
+from costkit.ledger import lifecycle
+from costkit.ledger.errors import LedgerError
+from costkit.ledger.lifecycle import before_drain as before_drain  # the public place to register
 from costkit.ledger.records import Record, record_of, spool_line
 from costkit.ledger.row import Row
 from costkit.ledger.spool import Spool
@@ -43,6 +46,8 @@ IDLE_CHECK_S = 30.0
 FIRST_RETRY_S = 0.05
 LINGER_S = 0.05
 """How long an idle writer lets new rows gather before it writes them (flush and close cut it short)."""
+SPILL_LOCK_WAIT_S = 0.5
+"""How long the SIGTERM spill waits for the writer thread to finish taking a batch."""
 
 
 class _Flush:
@@ -76,10 +81,10 @@ class Writer:
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.max_retry_delay = max_retry_delay
+        self._fork_locked = False
         self._init_state()
         self._replay_wanted = spool.has_pending()
-        _live.add(self)
-        _register_for_forks(self)
+        lifecycle.register(self)
         self._start()
 
     def _init_state(self) -> None:
@@ -89,7 +94,10 @@ class Writer:
         self._cycle_failed = False
         self._lock = threading.Lock()
         self._flushes: list[_Flush] = []
-        self._held: list[Record] = []  # taken from the queue, not yet in the database or the spool
+        self._inflight: list[Record] = []  # the batch being written now (spilled on SIGTERM too)
+        self._held: list[Record] = []  # reached neither the database nor the spool: retried from memory
+        self._dropped = 0
+        self._spool_broken = False
         self._finished = False
         self._accepting = True
         self._stopping = False
@@ -105,24 +113,54 @@ class Writer:
     # -- the caller's side -------------------------------------------------------------------------
 
     def put(self, row: Row) -> None:
-        """Hand a checked row to the writer without waiting on the database."""
-        if self.durable:
-            self._put_durable(row)
-            return
+        """Hand a checked row to the writer without waiting on the database; never raises."""
         queue = self._queue
-        if self._accepting and len(queue) < self.queue_size:
+        if lifecycle.terminating:  # the SIGTERM handler spills the queue right after its callbacks
+            queue.append(row)
+            return
+        if self.durable:
+            self._put_on_disk(row, fsync=True)
+            return
+        if self._accepting and len(queue) + len(self._held) < self.queue_size:
             queue.append(row)
             if not self._wake.is_set():
                 self._wake.set()
             if not self._accepting:  # close() raced us: make sure the row is not stranded
                 self._spill_queue()
             return
-        self.spool.append([spool_line(record_of(row, self.store_text))], fsync=False)
+        self._put_on_disk(row, fsync=False)
+
+    def _put_on_disk(self, row: Row, *, fsync: bool) -> None:
+        try:
+            self.spool.append([spool_line(record_of(row, self.store_text))], fsync=fsync)
+        except OSError as error:
+            self._spool_failed(error)
+            if self._accepting and len(self._queue) + len(self._held) < self.queue_size:
+                self._queue.append(row)  # kept in memory; the writer retries the database and the spool
+                self._wake.set()
+            else:
+                self._drop(1)
+            return
         self._want_replay()
 
-    def _put_durable(self, row: Row) -> None:
-        self.spool.append([spool_line(record_of(row, self.store_text))], fsync=True)
-        self._want_replay()
+    def _drop(self, count: int) -> None:
+        if not self._dropped:
+            log.error(
+                "costkit ledger: rows are being lost: the database, the spool %s and the in-memory "
+                "queue (%d rows) are all unavailable",
+                self.spool.directory,
+                self.queue_size,
+            )
+        self._dropped += count
+
+    def _spool_failed(self, error: OSError) -> None:
+        if not self._spool_broken:
+            self._spool_broken = True
+            log.warning(
+                "costkit ledger: cannot write the spool %s (%s); rows are kept in memory and retried",
+                self.spool.directory,
+                error.strerror or error,
+            )
 
     def _want_replay(self) -> None:
         self._replay_wanted = True
@@ -153,7 +191,7 @@ class Writer:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._spill_queue()
-        _live.discard(self)
+        lifecycle.unregister(self)
         if self._held and not self._thread.is_alive():
             try:
                 self.spool.append_records(self._held, fsync=True)
@@ -174,8 +212,68 @@ class Writer:
             except IndexError:
                 break
         if rows:
-            self.spool.append([spool_line(record_of(r, self.store_text)) for r in rows], fsync=True)
+            records = [record_of(r, self.store_text) for r in rows]
+            try:
+                self.spool.append_records(records, fsync=True)
+            except OSError as error:
+                self._spool_failed(error)
+                self._held.extend(records)
+                return
             self._replay_wanted = True
+
+    def spill_for_exit(self) -> None:
+        """On SIGTERM: every row not known to be committed goes to the spool, fsynced, at once.
+
+        No database work and no lock that the interrupted code may hold: the rows are
+        written as one new spool file (``Spool.write_batch_file``). Rows being committed
+        right now are spilled too; replay is idempotent, so a row is never stored twice.
+        """
+        taken = self._lock.acquire(timeout=SPILL_LOCK_WAIT_S)  # the writer may be taking a batch
+        try:
+            records = list(self._inflight) + list(self._held)
+            while True:
+                try:
+                    records.append(record_of(self._queue.popleft(), self.store_text))
+                except IndexError:
+                    break
+            if records:
+                self.spool.write_batch_file([spool_line(r) for r in records])
+                self._held = []
+        finally:
+            if taken:
+                self._lock.release()
+        if records:
+            self._replay_wanted = True  # if the process lives on, the writer inserts them itself
+            self._wake.set()
+
+    # -- fork --------------------------------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        """Wait for the transaction in flight (SQLite) so the child copies idle connections only."""
+        self._fork_locked = False
+        if self.store.engine.dialect.name == "sqlite":
+            self._fork_locked = self.store.write_lock.acquire(timeout=lifecycle.FORK_WAIT_S)
+
+    def after_fork_in_parent(self) -> None:
+        if self._fork_locked:
+            self._fork_locked = False
+            self.store.write_lock.release()
+
+    def after_fork_in_child(self) -> None:
+        # The parent still owns (and will write) the rows queued before the fork. The inherited
+        # connections are the parent's: referenced elsewhere, never closed or used here.
+        self._fork_locked = False
+        self.store.after_fork_in_child()
+        self.spool.after_fork_in_child()
+        self.store.engine.dispose(close=False)
+        was_open = self._accepting
+        self._init_state()
+        self._replay_wanted = self.spool.has_pending()
+        if was_open:
+            self._start()
+        else:
+            self._accepting = False
+            self._stopping = True
 
     # -- the writer thread -------------------------------------------------------------------------
 
@@ -185,6 +283,7 @@ class Writer:
         return 0.0 if self._replay_wanted else IDLE_CHECK_S
 
     def _run(self) -> None:
+        self._prepare()
         while True:
             self._wake.wait(self._timeout())
             self._wake.clear()
@@ -194,8 +293,10 @@ class Writer:
             self._cycle_failed = False
             try:
                 self._drain(len(self._queue) if not stopping else None)
-                if flushes or stopping or self._replay_wanted or self._down or self._idle_check():
-                    self._replay(force=bool(flushes) or stopping)
+                if flushes or self._replay_wanted or self._down or self._idle_check() or stopping:
+                    # On the way out, a database known to be down is not waited for again:
+                    # the spool keeps the rows for the next ledger.
+                    self._replay(force=bool(flushes) or (stopping and not self._down))
             except Exception:  # never let a bug kill the thread that holds the rows
                 log.exception("costkit ledger writer: unexpected error; rows are kept and retried")
                 self._mark_down()
@@ -218,30 +319,52 @@ class Writer:
                 self._urgent.wait(LINGER_S)
                 self._urgent.clear()
 
+    def _prepare(self) -> None:
+        """Bring the schema to head before anything else, so a fresh database is ready early."""
+        try:
+            self.store.ensure_schema()
+        except LedgerError as error:
+            self._mark_down(error)
+        except Exception:
+            log.exception("costkit ledger writer: unexpected error preparing the database")
+            self._mark_down()
+
     def _idle_check(self) -> bool:
         return not self._queue and self.spool.has_pending()
 
-    def _drain(self, count: int | None) -> None:
-        """Write ``count`` rows from the queue (all of them when None) to the database or the spool."""
-        if self._held:
-            held, self._held = self._held, []
-            self._write(held)
-        remaining = count
+    def _take_batch(self, limit: int) -> list[Record]:
+        """Move up to ``limit`` queued rows to ``_inflight``, under the lock the SIGTERM spill takes."""
         queue = self._queue
-        while remaining is None or remaining > 0:
-            limit = self.batch_size if remaining is None else min(remaining, self.batch_size)
+        with self._lock:
             rows: list[Row] = []
             try:
                 while len(rows) < limit:
                     rows.append(queue.popleft())
             except IndexError:
-                remaining = 0
-            else:
-                if remaining is not None:
-                    remaining -= len(rows)
-            if not rows:
+                pass
+            self._inflight = [record_of(r, self.store_text) for r in rows]
+            return self._inflight
+
+    def _drain(self, count: int | None) -> None:
+        """Write ``count`` rows from the queue (all of them when None) to the database or the spool."""
+        if self._held:
+            with self._lock:
+                held, self._held = self._held, []
+                self._inflight = held
+            self._write(held)
+            self._inflight = []
+        remaining = count
+        while remaining is None or remaining > 0:
+            limit = self.batch_size if remaining is None else min(remaining, self.batch_size)
+            records = self._take_batch(limit)
+            if not records:
                 return
-            self._write([record_of(r, self.store_text) for r in rows])
+            if remaining is not None:
+                remaining -= len(records)
+            try:
+                self._write(records)
+            finally:
+                self._inflight = []
 
     def _write(self, records: list[Record]) -> None:
         if self._down and (self._stopping or time.monotonic() < self._retry_at):
@@ -249,13 +372,18 @@ class Writer:
             return
         try:
             refused = self.store.insert_isolating(records)
-        except DatabaseDown as error:
+        except LedgerError as error:  # down, or a schema it cannot use yet: the rows wait in the spool
             self._to_spool(records)
             self._mark_down(error)
             return
         self._mark_up()
         if refused:
-            self.spool.reject_records(refused)
+            try:
+                self.spool.reject_records(refused)
+            except OSError as error:
+                self._spool_failed(error)
+                log.error("costkit ledger: the database refused %d row(s): %s", len(refused), refused[0][1])
+                return
             log.error(
                 "costkit ledger: the database refused %d row(s), kept in %s",
                 len(refused),
@@ -265,19 +393,27 @@ class Writer:
     def _to_spool(self, records: list[Record]) -> None:
         try:
             self.spool.append_records(records, fsync=True)
-        except OSError:
+        except OSError as error:
+            self._spool_failed(error)
             self._held.extend(records)  # kept in memory and retried: the disk may come back too
-            raise
+            self._cycle_failed = True
+            return
+        self._spool_broken = False
         self._replay_wanted = True
 
     def _replay(self, force: bool) -> None:
-        if self._down and not force and time.monotonic() < self._retry_at:
-            return
+        if self._down and not force and (self._stopping or time.monotonic() < self._retry_at):
+            return  # on the way out, a database known to be down is not waited for again
         self._replay_wanted = False
         try:
             self.spool.replay(self.store.insert_isolating, self.batch_size, wait=force)
-        except DatabaseDown as error:
+        except LedgerError as error:
             self._replay_wanted = True
+            self._mark_down(error)
+            return
+        except OSError as error:  # the spool directory cannot be read or renamed in
+            self._replay_wanted = True
+            self._spool_failed(error)
             self._mark_down(error)
             return
         self._mark_up()
@@ -294,7 +430,7 @@ class Writer:
 
     def _mark_up(self) -> None:
         if self._down:
-            log.warning("costkit ledger: the database answers again; replaying the spool")
+            log.info("costkit ledger: the database answers again; replaying the spool")
         self._down = False
         self._delay = FIRST_RETRY_S
 
@@ -309,65 +445,3 @@ class Writer:
         else:
             self._accepting = False
             self._stopping = True
-
-
-_live: set[Writer] = set()
-_hooks_installed = False
-_before_drain: list[Callable[[], None]] = []
-
-
-def before_drain(callback: Callable[[], None]) -> None:
-    """Call ``callback`` at interpreter exit, before the open writers drain (once per callback).
-
-    For work still in flight that has rows to record, such as a response stream the caller
-    never closed: settled here, while imports still work, its row reaches the drain.
-    """
-    _install_process_hooks()
-    if callback not in _before_drain:
-        _before_drain.append(callback)
-
-
-def _run_before_drain() -> None:
-    for callback in list(_before_drain):
-        try:
-            callback()
-        except Exception:
-            log.exception("costkit ledger: a callback before the exit drain failed")
-
-
-def _close_all() -> None:
-    """At interpreter exit (after non-daemon threads finished): drain every open writer."""
-    _run_before_drain()
-    for writer in list(_live):
-        try:
-            writer.close()
-        except Exception:
-            log.exception("costkit ledger: could not drain the writer at exit")
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_live):
-        writer._after_fork_in_child()
-
-
-def _install_process_hooks() -> None:
-    global _hooks_installed
-    if not _hooks_installed:
-        _hooks_installed = True
-        atexit.register(_close_all)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _register_for_forks(writer: Writer) -> None:
-    _install_process_hooks()
-    import multiprocessing.util
-
-    # multiprocessing children leave through os._exit (no atexit): close in their exit finalizers.
-    multiprocessing.util.register_after_fork(writer, _finalize_in_mp_child)
-
-
-def _finalize_in_mp_child(writer: Writer) -> None:
-    import multiprocessing.util
-
-    multiprocessing.util.Finalize(writer, writer.close, exitpriority=10)

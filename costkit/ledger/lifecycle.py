@@ -1,0 +1,191 @@
+"""The process around the writers: interpreter exit, fork, and SIGTERM.
+
+* **Exit**: an ``atexit`` hook runs the ``before_drain`` callbacks, then closes
+  (drains) every open writer. ``multiprocessing`` children leave through
+  ``os._exit``, so their writers are closed by a ``multiprocessing`` finalizer.
+* **Fork** (``os.register_at_fork``): before the fork, each writer's write lock is
+  taken, so no SQLite transaction is in flight in the copied connections; after
+  it, the parent carries on and the child keeps the inherited connections
+  referenced (never closed, never used) and starts each writer afresh.
+* **SIGTERM**: the first writer started in the main thread installs a handler,
+  unless SIGTERM is ignored (``SIG_IGN``: nothing is at risk, and ignoring must
+  survive ``exec``) or its handler was installed outside Python (it could not be
+  chained). The handler runs the ``before_drain`` callbacks, spills every writer's
+  queue and in-flight rows to the spool with ``fsync`` (no lock another thread
+  might hold, no database work), then chains to the handler installed before it:
+  a Python handler is called; the default is restored and the signal re-raised,
+  so the process still dies "killed by SIGTERM". A handler the application installs
+  later replaces this one and is never replaced back. Forked children inherit it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Protocol
+
+log = logging.getLogger("costkit.ledger")
+
+FORK_WAIT_S = 10.0
+"""How long a fork waits for a writer's transaction to end before forking anyway."""
+
+
+class Managed(Protocol):
+    """What this module needs of a writer."""
+
+    def close(self, timeout: float | None = None) -> bool: ...
+
+    def spill_for_exit(self) -> None: ...
+
+    def before_fork(self) -> None: ...
+
+    def after_fork_in_parent(self) -> None: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+
+_live: set[Managed] = set()
+_before_drain: list[Callable[[], None]] = []
+_hooks_installed = False
+_sigterm_installed = False
+_previous_sigterm: Any = None
+terminating = False
+"""True while the SIGTERM handler runs: ``Writer.put`` then only appends to memory (spilled next)."""
+
+
+def register(writer: Managed) -> None:
+    """Track an open writer for exit, fork and SIGTERM; called from the thread that opens it."""
+    _install_process_hooks()
+    _live.add(writer)
+    _install_sigterm_handler()
+    import multiprocessing.util
+
+    multiprocessing.util.register_after_fork(writer, _finalize_in_mp_child)
+
+
+def unregister(writer: Managed) -> None:
+    _live.discard(writer)
+
+
+def before_drain(callback: Callable[[], None]) -> None:
+    """Call ``callback`` at interpreter exit and on SIGTERM, before the open writers drain or spill.
+
+    For work still in flight that has rows to record, such as a response stream the caller
+    never closed: settled here, while imports still work, its row reaches the drain. A
+    callback may run more than once (SIGTERM, then exit): recording the same request id
+    twice stores it once.
+    """
+    _install_process_hooks()
+    if callback not in _before_drain:
+        _before_drain.append(callback)
+
+
+def _run_before_drain() -> None:
+    for callback in list(_before_drain):
+        try:
+            callback()
+        except Exception:
+            log.exception("costkit ledger: a callback before the exit drain failed")
+
+
+def _close_all() -> None:
+    """At interpreter exit (after non-daemon threads finished): drain every open writer."""
+    _run_before_drain()
+    for writer in list(_live):
+        try:
+            writer.close()
+        except Exception:
+            log.exception("costkit ledger: could not drain the writer at exit")
+
+
+def _before_fork() -> None:
+    for writer in list(_live):
+        writer.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for writer in list(_live):
+        writer.after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    from costkit.ledger.engine import keep_inherited_connections
+
+    keep_inherited_connections()
+    for writer in list(_live):
+        writer.after_fork_in_child()
+
+
+def _install_process_hooks() -> None:
+    global _hooks_installed
+    if not _hooks_installed:
+        _hooks_installed = True
+        atexit.register(_close_all)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(
+                before=_before_fork,
+                after_in_parent=_after_fork_in_parent,
+                after_in_child=_after_fork_in_child,
+            )
+
+
+def _finalize_in_mp_child(writer: Managed) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(writer, writer.close, exitpriority=10)
+
+
+def _install_sigterm_handler() -> None:
+    """Install the handler once per process, from the main thread, over SIG_DFL or a Python handler."""
+    global _sigterm_installed, _previous_sigterm
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is None or previous == signal.SIG_IGN:
+            _sigterm_installed = True  # not ours to change: see the module docstring
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # no signals here (an embedded or sub-interpreter)
+        return
+    _previous_sigterm = previous
+    _sigterm_installed = True
+
+
+def spill_all() -> None:
+    """What the SIGTERM handler does before chaining: callbacks, then every writer to the spool."""
+    global terminating
+    terminating = True
+    try:
+        _run_before_drain()
+        for writer in list(_live):
+            try:
+                writer.spill_for_exit()
+            except Exception as error:  # never let one writer's failure stop the others or the chain
+                _say(f"costkit ledger: could not spill rows on SIGTERM: {error}")
+    finally:
+        terminating = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    spill_all()
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+        return
+    if previous == signal.SIG_IGN:
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _say(message: str) -> None:
+    """One line on stderr without logging's locks, which the interrupted code may hold."""
+    with contextlib.suppress(OSError):
+        os.write(2, (message + "\n").encode("utf-8", "replace"))
