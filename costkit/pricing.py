@@ -359,19 +359,24 @@ def load_prices(path: str | os.PathLike[str]) -> list[Price]:
 
 
 _default_lock = threading.Lock()
-_default_book: PriceBook | None = None
+_default_books: dict[str, PriceBook] = {}
 
 
 def default_price_book() -> PriceBook:
-    """The built-in prices plus ``$COSTKIT_PRICES``, read once on first use."""
-    global _default_book
-    if _default_book is None:
+    """The built-in prices plus ``$COSTKIT_PRICES``, read once per value of the variable.
+
+    Raises ``PriceBookError`` (naming the file) when the file cannot be read or is invalid:
+    a price book that cannot be read is never taken as "no prices".
+    """
+    path = os.environ.get(PRICES_ENV) or ""
+    book = _default_books.get(path)
+    if book is None:
         with _default_lock:
-            if _default_book is None:
-                book = PriceBook.builtin()
-                path = os.environ.get(PRICES_ENV)
-                _default_book = book.with_file(path) if path else book
-    return _default_book
+            book = _default_books.get(path)
+            if book is None:
+                book = PriceBook.builtin().with_file(path) if path else PriceBook.builtin()
+                _default_books[path] = book
+    return book
 
 
 def cost(
