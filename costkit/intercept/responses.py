@@ -144,10 +144,10 @@ class ResponseReader:
             except CorruptBody as exc:
                 self._stop_reading(str(exc))
                 return chunk
-        if self._kept < MAX_SIDE_COPY:
+        self._kept += len(data)
+        if self._kept <= MAX_SIDE_COPY:
             self._body.append(data)
-            self._kept += len(data)
-        elif not self.truncated:
+        else:
             self.truncated = True
         return chunk
 
@@ -196,10 +196,10 @@ class ResponseReader:
             or b'"error"' in segment
         ):
             segment = self._read_events(segment)  # anything but one ordinary JSON chunk
-        if self._kept < MAX_SIDE_COPY:
+        self._kept += end
+        if self._kept <= MAX_SIDE_COPY:
             self._segments.append(segment)
-            self._kept += end
-        elif not self.truncated:
+        else:
             self.truncated = True
         if self._drop and b',"usage":null' in segment:
             # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
