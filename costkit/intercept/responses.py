@@ -35,6 +35,7 @@ MAX_SIDE_COPY = 64 * 1024 * 1024
 """Bytes of a response body kept on the side for its estimate (the caller gets every byte)."""
 _MAX_ERROR_TEXT = 500
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+_USAGE_WINDOW = 96  # bytes at the end of a chunk where its "usage":null sits (after choices, before padding)
 _close_lock = threading.Lock()
 
 
@@ -175,7 +176,34 @@ class ResponseReader:
         self.notes.append(f"{why}: the rest was forwarded untouched, not read")
 
     def _scan(self, data: bytes) -> bytes:
-        """Read whole SSE events from ``data``; returns the whole events to forward when dropping."""
+        """Read whole SSE events from ``data``; returns the whole events to forward when dropping.
+
+        The fast path, a few byte checks: ``data`` is whole events ending in an ordinary JSON
+        chunk, i.e. it starts like a chunk (not an error event), ends with ``}`` and a blank
+        line, and its ``"usage"`` near the end is ``null``, so it carries no usage and no error
+        (an error event has no usage field; a usage object is longer than the window, so it
+        sends the check to a full search). Anything else is parsed event by event.
+        """
+        if (
+            not self._tail
+            and self.response_id is not None
+            and data.endswith(b"}\n\n")
+            and data.startswith(b"data: {")
+            and not data.startswith(b'data: {"error"')
+        ):
+            at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
+            if at >= 0 and data[at + 8 : at + 12] == b"null":
+                segments = self._segments
+                segments.append(data)
+                self._kept += len(data)
+                if self._kept > MAX_SIDE_COPY:
+                    segments.pop()
+                    self.truncated = True
+                # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
+                return data.replace(b',"usage":null', b"") if self._drop else data
+        return self._scan_events(data)
+
+    def _scan_events(self, data: bytes) -> bytes:
         buf = self._tail + data if self._tail else data
         end = _end_of_last_event(buf)
         if end <= 1:  # no whole event yet: hold it (only while we may need to drop one)
@@ -187,12 +215,14 @@ class ResponseReader:
             segment, self._tail = buf[:end], buf[end:]
         if self.ttft_us is None:
             self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
+        at = segment.rfind(b'"usage":', len(segment) - _USAGE_WINDOW)
         if (
             self.response_id is None
             or not segment.endswith(b"}\n\n")
             or not segment.startswith(b"data: {")
             or segment.find(b"\n\n") != end - 2
-            or (b'"usage"' in segment and b'"usage":null' not in segment)
+            or (at < 0 and b'"usage"' in segment)
+            or (at >= 0 and segment[at + 8 : at + 12] != b"null")
             or b'"error"' in segment
         ):
             segment = self._read_events(segment)  # anything but one ordinary JSON chunk
@@ -202,7 +232,6 @@ class ResponseReader:
         else:
             self.truncated = True
         if self._drop and b',"usage":null' in segment:
-            # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
             return segment.replace(b',"usage":null', b"")
         return segment
 
