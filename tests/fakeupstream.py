@@ -81,6 +81,7 @@ SCENARIOS = frozenset(
         "sse_malformed_after_id",
         "sse_error_event",
         "json_not_json",
+        "json_error_200",
         "status_429",
         "status_500",
         "status_400",
@@ -103,6 +104,8 @@ USAGE_HEADER = "x-fake-usage"
 X_METRICS_HEADER = "x-fake-x-metrics"
 LINE_ENDING_HEADER = "x-fake-line-ending"
 WRITE_SIZE_HEADER = "x-fake-write-size"
+ERROR_MESSAGE_HEADER = "x-fake-error-message"
+"""JSON string: the message of ``sse_error_event`` and ``json_error_200`` (hostile text, ``\\u0000``...)."""
 STATUS_HEADER = "x-fake-status"
 """``X-Fake-Status: 401`` answers 401 and echoes the caller's key in the message, as some providers do."""
 ABSENT = "$absent"
@@ -426,6 +429,8 @@ class _Exchange:
         wire = "deflate" if encoding == "deflate-raw" else encoding
         self.encoding = encoding if encoding is not None and (force or wire in accepted) else None
         self.usage_override = _json_header(handler, USAGE_HEADER)
+        message = _json_header(handler, ERROR_MESSAGE_HEADER)
+        self.error_message = "The model overloaded mid-stream." if message is _NO_OVERRIDE else str(message)
         self.x_metrics_override = _json_header(handler, X_METRICS_HEADER)
         self.crlf = handler.headers.get(LINE_ENDING_HEADER, upstream.line_ending) == "crlf"
         self.write_size = handler._int_header(WRITE_SIZE_HEADER, upstream.write_size)
@@ -522,6 +527,9 @@ class _Exchange:
         payload = json.dumps(response, indent=2, ensure_ascii=False).encode()
         if self.scenario == "json_not_json":
             payload = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+        if self.scenario == "json_error_200":  # some gateways answer errors with 200
+            error = {"message": self.error_message, "type": "server_error", "param": None, "code": None}
+            payload = json.dumps({"error": error}).encode()
         headers = self.handler._api_headers(self._elapsed_ms())
         compressor = self._compressor()
         if compressor is not None:
@@ -590,9 +598,7 @@ class _Exchange:
         if scenario == "sse_malformed_after_id":  # shaped like a chunk, but not JSON
             events.insert(min(3, len(events)), b'data: {"id":"' + self.id.encode() + b'",choices}\n\n')
         if scenario == "sse_error_event":
-            error = json.dumps(
-                {"error": {"message": "The model overloaded mid-stream.", "type": "server_error"}}
-            )
+            error = json.dumps({"error": {"message": self.error_message, "type": "server_error"}})
             events.insert(min(3, len(events)), f"data: {error}\n\n".encode())
         if scenario == "sse_usage_on_choice":
             events.append(chunk(last, usage=f',"usage":{usage}'))

@@ -2,7 +2,10 @@
 the id, error events inside a 200 stream, bodies that are not JSON, bodies past the side-copy bound.
 """
 
+# ruff: noqa: F811  (pytest fixtures imported from tests.ledger_helpers are re-bound as arguments)
 from __future__ import annotations
+
+import json
 
 import httpx
 import openai
@@ -11,6 +14,7 @@ import pytest
 import costkit
 from costkit.intercept import responses
 from tests.fakeupstream import count_completion
+from tests.ledger_helpers import pg_schema, pg_url  # noqa: F401
 from tests.test_intercept import (
     BODY_MESSAGES,
     create,
@@ -135,3 +139,28 @@ def test_a_plain_body_past_the_side_copy_bound_is_forwarded_whole_and_noted(upst
     assert row["status"] == "partial" and row["usage_source"] == "estimated"
     assert "response body over 500 bytes: not read" in row["notes"]
     assert row["cost_nanousd"] == expected_prompt(stream=False) * INPUT
+
+
+def test_an_error_object_in_a_200_answer_is_partial_with_its_message(upstream, ledger):
+    client = costkit.wrap(httpx.Client(), ledger=ledger)
+    body = {"model": "gpt-4.1", "messages": BODY_MESSAGES, "stream": False}
+    response = client.post(
+        f"{upstream.base_url}/chat/completions", json=body, headers={"X-Fake-Scenario": "json_error_200"}
+    )
+    assert response.status_code == 200 and "error" in response.json()
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"]) == ("partial", "The model overloaded mid-stream.")
+
+
+def test_hostile_text_with_nul_bytes_still_reaches_postgresql(upstream, pg_schema, tmp_path):
+    book = costkit.Ledger(pg_url(pg_schema), spool_dir=tmp_path / "spool")
+    try:
+        client = sdk(upstream, book)
+        message = json.dumps("overloaded\u0000 again, key sk-proj-AAAAbbbbCCCCdddd1111")
+        with pytest.raises(openai.APIError):
+            list(create(client, "sse_error_event", {"X-Fake-Error-Message": message}, stream=True))
+        (row,) = rows(book)
+    finally:
+        book.close()
+    assert row["error"] == "overloaded again, key sk-[redacted]"
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()

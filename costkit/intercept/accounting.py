@@ -316,10 +316,7 @@ class Call:
                 endpoint_host=self.host,
                 error="costkit accounting failed",
             )
-        if row.error:
-            row.error = redact(row.error, self.secrets)[:_MAX_ERROR_TEXT]
-        if row.notes:
-            row.notes = redact(row.notes, self.secrets)[:_MAX_NOTES_TEXT]
+        _sanitise(row, self.secrets)
         self.options.record(row)
         for hook in self.options.hooks:
             try:
@@ -407,6 +404,27 @@ class Call:
             return
         row.cost_nanousd = charged.nanousd
         row.price_id = charged.price_id
+
+
+def _text(value: str, secrets: Sequence[str], limit: int) -> str:
+    """Upstream text as the ledger may hold it: redacted, bounded, without NUL (PostgreSQL refuses it)."""
+    return redact(value.replace("\x00", ""), secrets)[:limit]
+
+
+def _sanitise(row: Row, secrets: Sequence[str]) -> None:
+    """Every text the upstream or the request could put in a row, made safe to store."""
+    if row.error:
+        row.error = _text(row.error, secrets, _MAX_ERROR_TEXT)
+    if row.notes:
+        row.notes = _text(row.notes, secrets, _MAX_NOTES_TEXT)
+    if row.response_id:
+        row.response_id = _text(row.response_id, secrets, 200)
+    row.model = row.model.replace("\x00", "")
+    row.endpoint_host = row.endpoint_host.replace("\x00", "")
+    if row.completion_text:
+        row.completion_text = row.completion_text.replace("\x00", "")
+    if row.prompt_text:
+        row.prompt_text = row.prompt_text.replace("\x00", "")
 
 
 def start_call(options: Options, host: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Call:

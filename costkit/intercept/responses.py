@@ -89,7 +89,7 @@ class ResponseReader:
         self.truncated = False  # the side copy stopped at MAX_SIDE_COPY
         self.ended = False  # the body was read to its end
         self.interrupted: str | None = None  # why the caller stopped early, when it did
-        self.stream_error: str | None = None  # an error event inside a 200 stream
+        self.stream_error: str | None = None  # an error event (or error object) inside a 200 answer
         self.ttft_us: int | None = None
         self.usage: Usage | None = None
         self.response_id: str | None = None
@@ -319,8 +319,10 @@ class ResponseReader:
         """Did the caller get the whole, well-formed response?"""
         if self.failed or self.malformed or self.interrupted is not None or self.truncated:
             return False
+        if self.stream_error is not None:
+            return False
         if self.is_sse:
-            return self.stream_error is None and (self.done or (self.exhausted and self.usage is not None))
+            return self.done or (self.exhausted and self.usage is not None)
         return self.exhausted and isinstance(self._json, dict)
 
     def _read_json(self) -> None:
@@ -344,6 +346,8 @@ class ResponseReader:
             return
         if isinstance(body.get("id"), str):
             self.response_id = body["id"][:200]
+        if self.status < 400 and body.get("error") is not None and "choices" not in body:
+            self.stream_error = _error_message(body["error"]) or "error object in a 200 answer"
         self.usage = parse_usage(body.get("usage"))
         self.x_metrics, note = clean_metrics(body.get("x_metrics"))
         if note:
