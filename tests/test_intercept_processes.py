@@ -137,18 +137,18 @@ def test_a_default_ledger_url_that_cannot_be_right_fails_when_the_transport_is_b
 
 
 def test_the_default_ledger_is_opened_when_the_transport_is_built(tmp_path, monkeypatch):
-    from costkit.intercept import accounting
+    from costkit.intercept import options
 
-    monkeypatch.setattr(accounting, "_default_ledger", None)
+    monkeypatch.setattr(options, "_default_ledger", None)
     monkeypatch.setenv("COSTKIT_DB_URL", f"sqlite:///{tmp_path / 'default.sqlite'}")
     transport = costkit.Transport()
     try:
-        assert transport.options.ledger is accounting._default_ledger is not None
+        assert transport.options.ledger is options._default_ledger is not None
         assert (tmp_path / "default.sqlite").exists()
     finally:
-        accounting._default_ledger.close()
+        options._default_ledger.close()
     with pytest.raises(LedgerError):
-        monkeypatch.setattr(accounting, "_default_ledger", None)
+        monkeypatch.setattr(options, "_default_ledger", None)
         monkeypatch.setenv("COSTKIT_DB_URL", "oracle://nobody@nowhere/x")
         costkit.Transport()
 

@@ -17,9 +17,8 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from costkit.errors import ContextWindowExceeded, CostkitError, RequestRefused
 from costkit.intercept.attribution import (
@@ -28,15 +27,16 @@ from costkit.intercept.attribution import (
     current_tags,
     parse_tags_header,
 )
-from costkit.intercept.redact import redact, redacted_traceback, secrets_of
+from costkit.intercept.options import Options, log_once
+from costkit.intercept.redact import redact, secrets_of
 from costkit.intercept.responses import ResponseReader
 from costkit.intercept.usage import charged_tokens
 from costkit.ledger.row import Row, Status, new_request_id
 from costkit.pricing import canonical_model
-from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
+from costkit.verdict import Preflight, preflight
 
 if TYPE_CHECKING:
-    from costkit.pricing import PriceBook
+    pass
 
 log = logging.getLogger("costkit")
 
@@ -44,85 +44,6 @@ CHAT_COMPLETIONS_SUFFIX = "/chat/completions"
 _TAGS_HEADER_BYTES = TAGS_HEADER.encode()
 _MAX_ERROR_TEXT = 500
 _MAX_NOTES_TEXT = 2000
-
-
-class Recorder(Protocol):
-    """Where rows go: ``costkit.Ledger`` or anything with ``record(row)``."""
-
-    def record(self, row: Row) -> None: ...
-
-
-class Hook(Protocol):
-    """The budget seam: ``before_send`` may raise a ``RequestRefused``; ``settled`` sees each row.
-
-    Any other exception from a hook is a bug in the hook: it is logged (once per hook,
-    method and exception type) and noted on the row; the request is still accounted and sent.
-    """
-
-    def before_send(self, call: Call) -> None: ...
-
-    def settled(self, call: Call, row: Row) -> None: ...
-
-
-_default_lock = threading.Lock()
-_default_ledger: Recorder | None = None
-
-
-def default_ledger() -> Recorder:
-    """The process-wide default ledger (``$COSTKIT_DB_URL`` or the embedded SQLite file).
-
-    Opened by the first transport built without ``ledger=``; raises ``LedgerError`` there
-    for a URL that cannot be right.
-    """
-    global _default_ledger
-    if _default_ledger is None:
-        with _default_lock:
-            if _default_ledger is None:
-                from costkit.ledger import Ledger
-
-                _default_ledger = Ledger()
-    return _default_ledger
-
-
-_logged: set[tuple[str, ...]] = set()
-
-
-def log_once(key: tuple[str, ...], message: str, exc: BaseException, secrets: Sequence[str] = ()) -> None:
-    """Log a failure with its (redacted) traceback the first time ``key`` is seen, later in one line."""
-    if key in _logged:
-        log.debug("costkit: %s (%s, logged before)", message, type(exc).__name__)
-        return
-    _logged.add(key)
-    log.error("costkit: %s\n%s", message, redacted_traceback(exc, secrets))
-
-
-@dataclass
-class Options:
-    """What a transport was configured with (checked and resolved when it was built)."""
-
-    ledger: Recorder | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-    tag_notes: Sequence[str] = ()
-    preflight: bool = True
-    context_limit: int | None = None
-    default_output_reserve: int = DEFAULT_OUTPUT_RESERVE
-    price_book: PriceBook | None = None
-    hooks: Sequence[Hook] = ()
-
-    @property
-    def recorder(self) -> Recorder:
-        return self.ledger if self.ledger is not None else default_ledger()
-
-    @property
-    def store_text(self) -> bool:
-        """Prompt and completion text are kept only when the ledger opted in (``store_text=True``)."""
-        return getattr(self.recorder, "store_text", False) is True
-
-    def record(self, row: Row) -> None:
-        try:
-            self.recorder.record(row)
-        except Exception as exc:  # never into the caller; the ledger spools what it can
-            log_once(("record", type(exc).__name__), f"could not record request {row.request_id}", exc)
 
 
 def is_chat_completions(method: str, path: str) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 from costkit.counting.tokens import count_text
 from costkit.intercept.encoding import CorruptBody, Decoder
+from costkit.intercept.output import message_output, stream_output
 from costkit.intercept.sse import DONE, SSEScanner
 from costkit.intercept.usage import Usage, clean_metrics, parse_usage
 
@@ -47,10 +48,6 @@ def _end_of_last_event(buf: bytes) -> int:
     for match in _EVENT_END.finditer(buf):
         end = match.end()
     return end
-
-
-def _index(value: object) -> int:
-    return value if type(value) is int and value >= 0 else 0
 
 
 class ResponseReader:
@@ -353,40 +350,10 @@ class ResponseReader:
         if note:
             self.notes.append(note)
 
-    def _chunks(self) -> list[dict[str, Any]]:
-        out = []
-        events = SSEScanner().feed(b"".join(self._segments))
-        for _raw, payload in events:
-            if payload is None or payload == DONE:
-                continue
-            try:
-                chunk = json.loads(payload)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(chunk, dict):
-                out.append(chunk)
-        return out
-
     def _output_parts(self) -> tuple[str, list[str]]:
-        """(completion text, tool-call names and arguments) of what the caller received."""
-        text: list[str] = []
-        tools: list[str] = []
         if self.is_sse:
-            calls: dict[tuple[int, int], list[str]] = {}  # (choice, tool call) -> fragments
-            for chunk in self._chunks():
-                choices = chunk.get("choices")
-                for choice in choices if isinstance(choices, list) else ():
-                    delta = choice.get("delta") if isinstance(choice, dict) else None
-                    if isinstance(delta, dict):
-                        _collect_delta(delta, _index(choice.get("index")), text, calls)
-            tools = ["".join(parts) for parts in calls.values()]
-        elif isinstance(self._json, dict):
-            choices = self._json.get("choices")
-            for choice in choices if isinstance(choices, list) else ():
-                message = choice.get("message") if isinstance(choice, dict) else None
-                if isinstance(message, dict):
-                    _collect(message, text, tools)
-        return "".join(text), tools
+            return stream_output(b"".join(self._segments))
+        return message_output(self._json)
 
     def completion_text(self) -> str:
         return self._output_parts()[0]
@@ -419,38 +386,3 @@ def _error_message(error: object) -> str | None:
     if isinstance(error, str):
         return error[:_MAX_ERROR_TEXT]
     return None
-
-
-def _collect(message: dict[str, Any], text: list[str], tools: list[str]) -> None:
-    content = message.get("content")
-    if isinstance(content, str):
-        text.append(content)
-    refusal = message.get("refusal")
-    if isinstance(refusal, str):
-        text.append(refusal)
-    calls = message.get("tool_calls")
-    for call in calls if isinstance(calls, list) else ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            tools.append(
-                "".join(function[k] for k in ("name", "arguments") if isinstance(function.get(k), str))
-            )
-
-
-def _collect_delta(
-    delta: dict[str, Any], choice: int, text: list[str], calls: dict[tuple[int, int], list[str]]
-) -> None:
-    """A streamed delta: text goes to ``text``; tool-call fragments join their call's parts."""
-    for key in ("content", "refusal"):
-        if isinstance(delta.get(key), str):
-            text.append(delta[key])
-    tool_calls = delta.get("tool_calls")
-    for call in tool_calls if isinstance(tool_calls, list) else ():
-        if not isinstance(call, dict):
-            continue
-        parts = calls.setdefault((choice, _index(call.get("index"))), [])
-        function = call.get("function")
-        if isinstance(function, dict):
-            for key in ("name", "arguments"):
-                if isinstance(function.get(key), str):
-                    parts.append(function[key])

@@ -25,18 +25,9 @@ import httpx
 
 from costkit.errors import RequestRefused
 from costkit.intercept import inflight
-from costkit.intercept.accounting import (
-    Call,
-    Hook,
-    Options,
-    Recorder,
-    default_ledger,
-    is_chat_completions,
-    log_once,
-    start_call,
-    strip_tags_header,
-)
+from costkit.intercept.accounting import Call, is_chat_completions, start_call, strip_tags_header
 from costkit.intercept.encoding import CorruptBody
+from costkit.intercept.options import Hook, Options, Recorder, default_ledger, log_once
 from costkit.intercept.responses import ResponseReader
 from costkit.pricing import PriceBook
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE
