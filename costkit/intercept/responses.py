@@ -314,7 +314,7 @@ class ResponseReader:
     @property
     def complete(self) -> bool:
         """Did the caller get the whole, well-formed response?"""
-        if self.failed or self.malformed or self.interrupted is not None or self.truncated:
+        if self.failed or self.malformed or self.interrupted is not None:
             return False
         if self.stream_error is not None:
             return False
