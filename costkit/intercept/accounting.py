@@ -339,7 +339,7 @@ def _sanitise(row: Row, secrets: Sequence[str]) -> None:
     if row.notes:
         row.notes = _text(row.notes, secrets, _MAX_NOTES_TEXT)
     if row.response_id:
-        row.response_id = _text(row.response_id, secrets, 200)
+        row.response_id = row.response_id.replace("\x00", "")[:200]
     row.model = row.model.replace("\x00", "")
     row.endpoint_host = row.endpoint_host.replace("\x00", "")
     if row.completion_text:

@@ -104,8 +104,8 @@ class ResponseReader:
             self.feed = self._feed_body  # type: ignore[method-assign]
         elif self._decode is not None:
             self.feed = self._feed_sse_encoded  # type: ignore[method-assign]
-        elif self._drop:
-            self.feed = self._feed_sse_dropping  # type: ignore[method-assign]
+        elif self._drop:  # identity SSE where costkit asked for usage: whole events, without its usage
+            self.feed = self._scan  # type: ignore[method-assign]
 
     # -- while streaming ---------------------------------------------------------------
 
@@ -114,10 +114,6 @@ class ResponseReader:
         if chunk:
             self._scan(chunk)
         return chunk
-
-    def _feed_sse_dropping(self, chunk: bytes) -> bytes:
-        """Identity SSE where costkit asked for usage: forward whole events, without its usage."""
-        return self._scan(chunk) if chunk else chunk
 
     def _feed_sse_encoded(self, chunk: bytes) -> bytes:
         if not chunk:
