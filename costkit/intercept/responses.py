@@ -105,7 +105,7 @@ class ResponseReader:
         elif self._decode is not None:
             self.feed = self._feed_sse_encoded  # type: ignore[method-assign]
         elif self._drop:  # identity SSE where costkit asked for usage: whole events, without its usage
-            self.feed = self._scan  # type: ignore[method-assign]
+            self.feed = self._scan  # type: ignore[method-assign,assignment]
 
     # -- while streaming ---------------------------------------------------------------
 
