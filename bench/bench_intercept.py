@@ -111,8 +111,8 @@ def main() -> None:
                 pass
             return elapsed
 
-        def long_stream(client: openai.OpenAI, msgs: list[dict]) -> tuple[float, int]:
-            t0 = time.perf_counter()
+        def long_stream(client: openai.OpenAI, msgs: list[dict]) -> tuple[float, float, int]:
+            t0, c0 = time.perf_counter(), time.process_time()
             stream = client.chat.completions.create(
                 model="openai/gpt-4.1",
                 messages=msgs,
@@ -120,7 +120,7 @@ def main() -> None:
                 extra_headers={"X-Fake-Scenario": "sse", "X-Fake-Completion-Words": "4000"},
             )
             chunks = sum(1 for _ in stream)
-            return time.perf_counter() - t0, chunks
+            return time.perf_counter() - t0, time.process_time() - c0, chunks
 
         for i in range(20):  # warm connections, caches and the ledger
             plain(bare, bare_messages[-1 - i])
@@ -162,13 +162,17 @@ def main() -> None:
         print(f"  costkit          median {o * 1000:8.3f} ms   added {(o - b) * 1000:+.3f} ms   goal <= 1 ms")
         print()
 
-        bare_rate, ours_rate = [], []
+        bare_rate, ours_rate, bare_cpu, ours_cpu = [], [], [], []
         chunks = 0
         for i in range(n_long):
-            order = [(bare, bare_messages[i], bare_rate), (wrapped, ours_messages[i], ours_rate)]
-            for client, msgs, rates in order if i % 2 == 0 else order[::-1]:
-                t, chunks = long_stream(client, msgs)
+            order = [
+                (bare, bare_messages[i], bare_rate, bare_cpu),
+                (wrapped, ours_messages[i], ours_rate, ours_cpu),
+            ]
+            for client, msgs, rates, cpus in order if i % 2 == 0 else order[::-1]:
+                t, cpu, chunks = long_stream(client, msgs)
                 rates.append(chunks / t)
+                cpus.append(cpu / chunks)
         b, o = statistics.median(bare_rate), statistics.median(ours_rate)
         # Each wrapped stream against the bare one run next to it: load that drifts during the run
         # (these machines are shared) moves both sides of a pair alike.
@@ -177,6 +181,11 @@ def main() -> None:
         print(f"  bare client      median {b:10,.0f} chunks/s")
         print(f"  costkit          median {o:10,.0f} chunks/s   ratio {o / b:.3f}   goal >= 0.97")
         print(f"  costkit / bare, median of {n_long} adjacent pairs: {paired:.3f}")
+        bc, oc = statistics.median(bare_cpu), statistics.median(ours_cpu)
+        print(
+            f"  client CPU a chunk (process time, writer thread included): bare {bc * 1e6:.1f} us, "
+            f"costkit {oc * 1e6:.1f} us, added {(oc - bc) * 1e6:+.1f} us"
+        )
         assert ledger.flush(timeout=60)
         recorded = len(ledger.frame())
         expected = 21 + n_plain + n_stream + n_long
