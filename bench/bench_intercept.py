@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     n_plain = 200 if args.quick else 1000
     n_stream = 100 if args.quick else 400
-    n_long = 6 if args.quick else 30
+    n_long = 6 if args.quick else 40
 
     import openai
 
