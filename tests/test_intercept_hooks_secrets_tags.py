@@ -20,6 +20,14 @@ __all__ = ["ledger", "upstream"]
 INPUT, OUTPUT = 2000, 8000  # nano-USD per token, gpt-4.1
 
 
+@pytest.fixture(autouse=True)
+def fresh_log_once():
+    """Failures are logged once per process: each test here starts from none logged."""
+    from costkit.intercept import options
+
+    options._logged.clear()
+
+
 # Hooks -----------------------------------------------------------------------------------
 
 
