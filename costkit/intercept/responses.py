@@ -75,7 +75,9 @@ class ResponseReader:
         self._closed = False
         self._reading = True  # False once costkit stopped reading its copy
         self.exhausted = False
-        self._segments: list[bytes] = []  # the SSE body so far, in runs of whole events
+        # The SSE body so far, whole events, in one growing buffer: keeping each chunk as its own
+        # bytes object would keep thousands of small blocks alive and every new chunk cold in cache.
+        self._side = bytearray()
         self._kept = 0  # bytes kept on the side
         self._tail = b""  # an SSE event not yet complete
         self._body: list[bytes] = []  # a non-SSE body, decoded
@@ -186,11 +188,10 @@ class ResponseReader:
         ):
             at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
             if at >= 0 and data[at + 8 : at + 12] == b"null":
-                segments = self._segments
-                segments.append(data)
-                self._kept += len(data)
-                if self._kept > MAX_SIDE_COPY:
-                    segments.pop()
+                side = self._side
+                side += data
+                if len(side) > MAX_SIDE_COPY:
+                    del side[-len(data) :]
                     self.truncated = True
                 # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
                 return data.replace(b',"usage":null', b"") if self._drop else data
@@ -219,9 +220,8 @@ class ResponseReader:
             or b'"error"' in segment
         ):
             segment = self._read_events(segment)  # anything but one ordinary JSON chunk
-        self._kept += end
-        if self._kept <= MAX_SIDE_COPY:
-            self._segments.append(segment)
+        if len(self._side) + end <= MAX_SIDE_COPY:
+            self._side += segment
         else:
             self.truncated = True
         if self._drop and b',"usage":null' in segment:
@@ -290,7 +290,7 @@ class ResponseReader:
         if self.is_sse:
             if self._tail.strip() and self._reading:  # a last event without its blank line
                 last = self._tail + b"\n\n"
-                self._segments.append(last)
+                self._side += last
                 self._read_events(last)
             self._tail = b""
         elif self._reading:
@@ -348,7 +348,7 @@ class ResponseReader:
 
     def _output_parts(self) -> tuple[str, list[str]]:
         if self.is_sse:
-            return stream_output(b"".join(self._segments))
+            return stream_output(bytes(self._side))
         return message_output(self._json)
 
     def completion_text(self) -> str:
