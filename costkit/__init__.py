@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_OUTPUT_RESERVE": "costkit.verdict",
     "Row": "costkit.ledger.row",
     "Ledger": "costkit.ledger",
+    "LedgerError": "costkit.ledger.errors",
     "to_usd": "costkit.money",
     "RequestRefused": "costkit.errors",
     "ContextWindowExceeded": "costkit.errors",
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidUsage",
     "Ledger",
+    "LedgerError",
     "Preflight",
     "Price",
     "PriceBook",
@@ -102,6 +104,7 @@ if TYPE_CHECKING:
         wrap,
     )
     from costkit.ledger import Ledger
+    from costkit.ledger.errors import LedgerError
     from costkit.ledger.row import Row
     from costkit.money import to_usd
     from costkit.pricing import Cost, Price, PriceBook, cost, default_price_book

@@ -1,10 +1,17 @@
-"""The price book: dated prices per model, and exact costs in integer nano-USD.
+"""The price book: dated prices per model and endpoint host, and exact costs in integer nano-USD.
 
 Prices are USD per 1,000,000 tokens, held as ``Decimal``. Every entry has an id
 and an effective-from date; a cost names the entry it was charged by, so
 history is never silently re-priced. ``usage.prompt_tokens`` includes the cached
 tokens, so ``cost = (prompt - cached) * input + cached * cached_input +
 completion * output``. A model with no price is an error, never $0.
+
+Models in the catalogue are looked up by any alias (``openai/gpt-4.1`` is
+``gpt-4.1``); a model the catalogue does not know (``openai/gpt-5``) is priced
+only by entries naming it exactly as written. An entry may name the endpoint
+``host`` it applies to: for a request to that host, the newest host entry in
+effect wins; only when none is in effect does the newest entry without a host
+apply. An entry with a host never applies to any other host.
 
 Users add or override entries in a TOML file (``COSTKIT_PRICES`` or ``--prices``)::
 
@@ -16,12 +23,14 @@ Users add or override entries in a TOML file (``COSTKIT_PRICES`` or ``--prices``
     cached_input = "0.50"
     output = "8.00"
     # cache_write = "2.50"          # only for models that bill cache writes
+    # host = "platform.qubrid.com"  # only for requests to this host
 
 An entry with the id of an existing one replaces it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import threading
@@ -57,6 +66,8 @@ class Price:
     output: Decimal
     cache_write: Decimal | None = None
     source: str = "builtin"
+    host: str | None = None
+    """The endpoint host this entry is for (lower case); None: every host without an entry of its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +118,19 @@ def _check_count(name: str, value: object) -> int:
     return value
 
 
+def canonical_model(model: str) -> str:
+    """A catalogue model's canonical id (any alias), else the name exactly as written."""
+    try:
+        return resolve_model(model).id
+    except UnknownModel:
+        return model
+
+
+def normalise_host(host: str) -> str:
+    """A host as rows store it: lower case, no trailing dot."""
+    return host.strip().lower().rstrip(".")
+
+
 def _as_date(at: date | datetime | None) -> date:
     if at is None:
         return datetime.now(timezone.utc).date()
@@ -145,17 +169,30 @@ class PriceBook:
     def with_file(self, path: str | os.PathLike[str]) -> PriceBook:
         return self.with_prices(load_prices(path))
 
-    def price_for(self, model: str, at: date | datetime | None = None) -> Price:
-        """The entry in effect for ``model`` (any alias) at ``at`` (default: now, UTC)."""
-        canonical = resolve_model(model).id
+    def price_for(self, model: str, at: date | datetime | None = None, host: str | None = None) -> Price:
+        """The entry in effect for ``model`` at ``at`` (default: now, UTC) for requests to ``host``.
+
+        Among the entries for ``host``, the newest in effect wins; without one, the newest
+        entry without a host. Raises ``UnknownModel`` when nothing is in effect.
+        """
+        canonical = canonical_model(model)
         day = _as_date(at)
-        entries = self._by_model.get(canonical, [])
-        chosen: Price | None = None
-        for price in entries:  # sorted by date; a later file entry wins a tie
-            if price.effective_from <= day:
-                chosen = price
+        wanted = normalise_host(host) if host else None
+        general: Price | None = None
+        specific: Price | None = None
+        for price in self._by_model.get(canonical, ()):  # sorted by date; a later file entry wins a tie
+            if price.effective_from > day:
+                break
+            if price.host is None:
+                general = price
+            elif price.host == wanted:
+                specific = price
+        chosen = specific or general
         if chosen is None:
-            raise UnknownModel(f"{canonical} at {day.isoformat()}", sorted(self._by_model), what="price for")
+            where = f" at host {wanted}" if wanted else ""
+            raise UnknownModel(
+                f"{canonical} at {day.isoformat()}{where}", sorted(self._by_model), what="price for"
+            )
         return chosen
 
     def cost(
@@ -167,8 +204,12 @@ class PriceBook:
         at: date | datetime | None = None,
         *,
         cache_write_tokens: int = 0,
+        host: str | None = None,
     ) -> Cost:
-        """Exact cost; ``input_tokens`` is the API's ``prompt_tokens`` (it includes cached ones)."""
+        """Exact cost; ``input_tokens`` is the API's ``prompt_tokens`` (it includes cached ones).
+
+        ``host`` is the endpoint host the request went to (see ``price_for``).
+        """
         _check_count("input_tokens", input_tokens)
         _check_count("cached_input_tokens", cached_input_tokens)
         _check_count("output_tokens", output_tokens)
@@ -178,7 +219,7 @@ class PriceBook:
                 f"cached_input_tokens ({cached_input_tokens}) + cache_write_tokens ({cache_write_tokens}) "
                 f"exceed input_tokens ({input_tokens}); prompt tokens include cached ones"
             )
-        price = self.price_for(model, at)
+        price = self.price_for(model, at, host)
         uncached = input_tokens - cached_input_tokens - cache_write_tokens
         write_rate = price.input if price.cache_write is None else price.cache_write
         usd_millionths = (
@@ -225,7 +266,16 @@ def _required_rate(entry: Mapping[str, Any], key: str, where: str) -> Decimal:
 def _price_from_entry(entry: object, where: str, source: str) -> Price:
     if not isinstance(entry, dict):
         raise PriceBookError(f"{where}: must be a table")
-    unknown = set(entry) - {"id", "model", "effective_from", "input", "cached_input", "output", "cache_write"}
+    unknown = set(entry) - {
+        "id",
+        "model",
+        "effective_from",
+        "input",
+        "cached_input",
+        "output",
+        "cache_write",
+        "host",
+    }
     if unknown:
         raise PriceBookError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     for key in ("id", "model", "effective_from"):
@@ -234,12 +284,9 @@ def _price_from_entry(entry: object, where: str, source: str) -> Price:
     price_id, model, effective = entry["id"], entry["model"], entry["effective_from"]
     if not isinstance(price_id, str) or not price_id:
         raise PriceBookError(f"{where}.id: must be a non-empty string")
-    if not isinstance(model, str):
-        raise PriceBookError(f"{where}.model: must be a string")
-    try:
-        canonical = resolve_model(model).id
-    except UnknownModel as exc:
-        raise PriceBookError(f"{where}.model: {exc}") from None
+    if not isinstance(model, str) or not model.strip() or model != model.strip():
+        raise PriceBookError(f"{where}.model: must be a non-empty model name without surrounding spaces")
+    canonical = canonical_model(model)  # a model the catalogue does not know is kept as written
     if isinstance(effective, datetime):
         effective = effective.date()
     elif isinstance(effective, str):
@@ -261,7 +308,32 @@ def _price_from_entry(entry: object, where: str, source: str) -> Price:
         output_rate,
         _rate(entry, "cache_write", where, required=False),
         source,
+        _host(entry.get("host"), where),
     )
+
+
+def _host(raw: object, where: str) -> str | None:
+    """An entry's ``host``: a bare host name or IP address (no scheme, port or path)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise PriceBookError(f"{where}.host: must be a non-empty host name such as 'platform.qubrid.com'")
+    host = normalise_host(raw)
+    bare = host.strip("[]")
+    if any(c in host for c in "/@?# \t") or (":" in bare and not _is_ipv6(bare)):
+        raise PriceBookError(
+            f"{where}.host: {raw!r} is not a bare host name (no scheme, port or path), "
+            "such as 'platform.qubrid.com'"
+        )
+    return bare
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_prices(path: str | os.PathLike[str]) -> list[Price]:
@@ -287,19 +359,24 @@ def load_prices(path: str | os.PathLike[str]) -> list[Price]:
 
 
 _default_lock = threading.Lock()
-_default_book: PriceBook | None = None
+_default_books: dict[str, PriceBook] = {}
 
 
 def default_price_book() -> PriceBook:
-    """The built-in prices plus ``$COSTKIT_PRICES``, read once on first use."""
-    global _default_book
-    if _default_book is None:
+    """The built-in prices plus ``$COSTKIT_PRICES``, read once per value of the variable.
+
+    Raises ``PriceBookError`` (naming the file) when the file cannot be read or is invalid:
+    a price book that cannot be read is never taken as "no prices".
+    """
+    path = os.environ.get(PRICES_ENV) or ""
+    book = _default_books.get(path)
+    if book is None:
         with _default_lock:
-            if _default_book is None:
-                book = PriceBook.builtin()
-                path = os.environ.get(PRICES_ENV)
-                _default_book = book.with_file(path) if path else book
-    return _default_book
+            book = _default_books.get(path)
+            if book is None:
+                book = PriceBook.builtin().with_file(path) if path else PriceBook.builtin()
+                _default_books[path] = book
+    return book
 
 
 def cost(
@@ -311,9 +388,19 @@ def cost(
     *,
     cache_write_tokens: int = 0,
     price_book: PriceBook | None = None,
+    host: str | None = None,
 ) -> Cost:
-    """Exact cost of a request in integer nano-USD (``.usd`` gives the ``Decimal``)."""
+    """Exact cost of a request in integer nano-USD (``.usd`` gives the ``Decimal``).
+
+    ``host``: the endpoint host the request went to, for entries that name one.
+    """
     book = price_book if price_book is not None else default_price_book()
     return book.cost(
-        model, input_tokens, cached_input_tokens, output_tokens, at, cache_write_tokens=cache_write_tokens
+        model,
+        input_tokens,
+        cached_input_tokens,
+        output_tokens,
+        at,
+        cache_write_tokens=cache_write_tokens,
+        host=host,
     )

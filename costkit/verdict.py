@@ -48,6 +48,8 @@ class Preflight:
     image_sizes: ImageSizes | None = field(default=None, repr=False)
     price_book: PriceBook | None = field(default=None, repr=False)
     at: date | datetime | None = field(default=None, repr=False)
+    host: str | None = field(default=None, repr=False)
+    """The endpoint host the request goes to: its own price entries apply (see ``PriceBook``)."""
 
     @cached_property
     def count(self) -> RequestCount:
@@ -88,7 +90,13 @@ class Preflight:
     def max_cost(self) -> Cost:
         """Worst case: every input token uncached, and the whole output reserve generated."""
         return cost(
-            self.model.id, self.input_tokens, 0, self.output_reserve, self.at, price_book=self.price_book
+            self.model.id,
+            self.input_tokens,
+            0,
+            self.output_reserve,
+            self.at,
+            price_book=self.price_book,
+            host=self.host,
         )
 
     @property
@@ -109,13 +117,15 @@ def preflight(
     image_sizes: ImageSizes | None = None,
     price_book: PriceBook | None = None,
     at: date | datetime | None = None,
+    host: str | None = None,
 ) -> Preflight:
     """The pre-flight verdict for a chat-completions ``body``.
 
     ``context_limit`` defaults to the model's window (1,047,576 for gpt-4.1); a
     smaller one applies a policy. ``default_output_reserve`` is the output a
     request without ``max_tokens`` may use (the provider's default, 4096).
-    ``exact=True`` counts the input right away instead of on first need.
+    ``exact=True`` counts the input right away instead of on first need. ``price_book``,
+    ``at`` and ``host`` (the endpoint host) choose the price of the worst case.
     Raises ``InvalidRequest`` / ``UnknownModel`` for a malformed body.
     """
     model, bound = input_upper_bound(body, image_sizes=image_sizes)
@@ -133,6 +143,7 @@ def preflight(
         image_sizes=image_sizes,
         price_book=price_book,
         at=at,
+        host=host,
     )
     if exact:
         _ = verdict.count

@@ -78,6 +78,10 @@ SCENARIOS = frozenset(
         "sse_tool_calls",
         "sse_cut",
         "sse_malformed",
+        "sse_malformed_after_id",
+        "sse_error_event",
+        "json_not_json",
+        "json_error_200",
         "status_429",
         "status_500",
         "status_400",
@@ -94,6 +98,21 @@ DELAY_HEADER = "x-fake-delay-ms"
 CACHED_HEADER = "x-fake-cached-tokens"
 EXTRA_PROMPT_HEADER = "x-fake-extra-prompt-tokens"
 GZIP_HEADER = "x-fake-gzip"
+ENCODING_HEADER = "x-fake-encoding"
+FORCE_ENCODING_HEADER = "x-fake-force-encoding"
+USAGE_HEADER = "x-fake-usage"
+X_METRICS_HEADER = "x-fake-x-metrics"
+LINE_ENDING_HEADER = "x-fake-line-ending"
+WRITE_SIZE_HEADER = "x-fake-write-size"
+ERROR_MESSAGE_HEADER = "x-fake-error-message"
+"""JSON string: the message of ``sse_error_event`` and ``json_error_200`` (hostile text, ``\\u0000``...)."""
+STATUS_HEADER = "x-fake-status"
+"""``X-Fake-Status: 401`` answers 401 and echoes the caller's key in the message, as some providers do."""
+ABSENT = "$absent"
+"""In ``X-Fake-Usage``, a field whose value is this string is left out of the usage object."""
+ENCODINGS = ("gzip", "deflate", "deflate-raw", "x-unknown")
+"""``deflate-raw`` is sent as ``deflate`` without the zlib wrapper (as some servers do);
+``x-unknown`` is a coding no client knows (gzip bytes under another name)."""
 
 _CHAT_PATH = "/v1/chat/completions"
 _MODELS_PATH = "/v1/models"
@@ -336,6 +355,17 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario == "status_400":
             self._send(400, _BAD_REQUEST_BODY, self._api_headers())
             return
+        if self.headers.get(STATUS_HEADER) == "401":
+            # As some providers do: the key is echoed back in the message.
+            key = self.headers.get("Authorization", "").partition(" ")[2]
+            body = _error_body(
+                f"Incorrect API key provided: {key}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                code="invalid_api_key",
+            )
+            self._send(401, body, self._api_headers())
+            return
         if not isinstance(body, dict):
             self._send_error(
                 400, "We could not parse the JSON body of your request.", "invalid_request_error"
@@ -389,8 +419,21 @@ class _Exchange:
         self.tool_name, self.tool_arguments = self._tool_call()
         self.id = f"chatcmpl-{uuid.uuid4().hex[:29]}"
         self.created = int(time.time())
-        accepts_gzip = "gzip" in handler.headers.get("Accept-Encoding", "")
-        self.gzip = accepts_gzip and bool(handler._int_header(GZIP_HEADER, int(upstream.gzip)))
+        accepted = handler.headers.get("Accept-Encoding", "")
+        encoding = handler.headers.get(ENCODING_HEADER, upstream.encoding)
+        if encoding is None and handler._int_header(GZIP_HEADER, int(upstream.gzip)):
+            encoding = "gzip"
+        if encoding is not None and encoding not in ENCODINGS:
+            raise ValueError(f"{ENCODING_HEADER} must be one of {', '.join(ENCODINGS)}")
+        force = bool(handler._int_header(FORCE_ENCODING_HEADER, int(upstream.force_encoding)))
+        wire = "deflate" if encoding == "deflate-raw" else encoding
+        self.encoding = encoding if encoding is not None and (force or wire in accepted) else None
+        self.usage_override = _json_header(handler, USAGE_HEADER)
+        message = _json_header(handler, ERROR_MESSAGE_HEADER)
+        self.error_message = "The model overloaded mid-stream." if message is _NO_OVERRIDE else str(message)
+        self.x_metrics_override = _json_header(handler, X_METRICS_HEADER)
+        self.crlf = handler.headers.get(LINE_ENDING_HEADER, upstream.line_ending) == "crlf"
+        self.write_size = handler._int_header(WRITE_SIZE_HEADER, upstream.write_size)
 
     def _tool_call(self) -> tuple[str, str]:
         for tool in self.body.get("tools") or ():
@@ -399,14 +442,40 @@ class _Exchange:
                 return function["name"], DEFAULT_TOOL_ARGUMENTS
         return DEFAULT_TOOL_NAME, DEFAULT_TOOL_ARGUMENTS
 
-    def _usage(self, completion_tokens: int) -> dict[str, Any]:
-        return {
+    def _usage(self, completion_tokens: int) -> Any:
+        usage: Any = {
             "prompt_tokens": self.prompt,
             "completion_tokens": completion_tokens,
             "total_tokens": self.prompt + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
             "completion_tokens_details": dict(_COMPLETION_DETAILS),
         }
+        override = self.usage_override
+        if override is _NO_OVERRIDE:
+            return usage
+        if not isinstance(override, dict):
+            return override  # the whole usage replaced: a string, a list, null...
+        for key, value in override.items():
+            if value == ABSENT:
+                usage.pop(key, None)
+            else:
+                usage[key] = value
+        return usage
+
+    def _compressor(self) -> Any:
+        """A compressobj for ``self.encoding`` (None: identity)."""
+        if self.encoding is None:
+            return None
+        if self.encoding == "deflate":
+            return zlib.compressobj()
+        if self.encoding == "deflate-raw":
+            return zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return zlib.compressobj(wbits=31)  # gzip, and x-unknown (gzip under a name nobody knows)
+
+    def _encoding_header(self) -> list[tuple[str, str]]:
+        if self.encoding is None:
+            return []
+        return [("Content-Encoding", "deflate" if self.encoding == "deflate-raw" else self.encoding)]
 
     def _tool_tokens(self) -> int:
         return count_text(self.tool_name) + count_text(self.tool_arguments)
@@ -453,11 +522,19 @@ class _Exchange:
             ttft = 0.25
             total = ttft + completion_tokens / 80.0
             response["x_metrics"] = {"ttft_seconds": ttft, "tps": 80.0, "total_time_seconds": round(total, 6)}
+        if self.x_metrics_override is not _NO_OVERRIDE:
+            response["x_metrics"] = self.x_metrics_override
         payload = json.dumps(response, indent=2, ensure_ascii=False).encode()
+        if self.scenario == "json_not_json":
+            payload = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+        if self.scenario == "json_error_200":  # some gateways answer errors with 200
+            error = {"message": self.error_message, "type": "server_error", "param": None, "code": None}
+            payload = json.dumps({"error": error}).encode()
         headers = self.handler._api_headers(self._elapsed_ms())
-        if self.gzip:
-            payload = zlib.compress(payload, wbits=31)
-            headers.append(("Content-Encoding", "gzip"))
+        compressor = self._compressor()
+        if compressor is not None:
+            payload = compressor.compress(payload) + compressor.flush()
+            headers += self._encoding_header()
         self.handler._send(200, payload, headers)
 
     def _elapsed_ms(self) -> int:
@@ -518,6 +595,11 @@ class _Exchange:
             return
         if scenario == "sse_malformed":
             events.insert(min(3, len(events)), b"data: {not json\n\n")
+        if scenario == "sse_malformed_after_id":  # shaped like a chunk, but not JSON
+            events.insert(min(3, len(events)), b'data: {"id":"' + self.id.encode() + b'",choices}\n\n')
+        if scenario == "sse_error_event":
+            error = json.dumps({"error": {"message": self.error_message, "type": "server_error"}})
+            events.insert(min(3, len(events)), f"data: {error}\n\n".encode())
         if scenario == "sse_usage_on_choice":
             events.append(chunk(last, usage=f',"usage":{usage}'))
         else:
@@ -533,20 +615,36 @@ class _Exchange:
         compressed and sync-flushed, so it still arrives whole and at once."""
         handler = self.handler
         headers = handler._api_headers(self._elapsed_ms())
-        compressor = zlib.compressobj(wbits=31) if self.gzip else None
-        if compressor is not None:
-            headers.append(("Content-Encoding", "gzip"))
+        compressor = self._compressor()
+        headers += self._encoding_header()
         write, stopping, delay = handler.wfile.write, self.upstream._stopping, self.chunk_delay
         write(handler._head(200, "text/event-stream; charset=utf-8", headers, None))
+        size = self.write_size
         for i, event in enumerate(events):
             if delay and i and stopping.wait(delay):
                 handler.close_connection = True
                 return
             final = last_chunk and i == len(events) - 1
+            if self.crlf:
+                event = event.replace(b"\n", b"\r\n")
             if compressor is not None:
                 flush = zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH
                 event = compressor.compress(event) + compressor.flush(flush)
-            write(b"%x\r\n%b\r\n%b" % (len(event), event, b"0\r\n\r\n" if final else b""))
+            pieces = [event[j : j + size] for j in range(0, len(event), size)] if size > 0 else [event]
+            for j, piece in enumerate(pieces):
+                end = final and j == len(pieces) - 1
+                write(b"%x\r\n%b\r\n%b" % (len(piece), piece, b"0\r\n\r\n" if end else b""))
+
+
+_NO_OVERRIDE: Any = object()
+
+
+def _json_header(handler: _Handler, name: str) -> Any:
+    """A header's value parsed as JSON, or ``_NO_OVERRIDE`` when the header is absent."""
+    raw = handler.headers.get(name)
+    if raw is None:
+        return _NO_OVERRIDE
+    return json.loads(raw, parse_constant=lambda c: float(c))  # NaN and Infinity too
 
 
 class _Server(ThreadingHTTPServer):
@@ -594,8 +692,15 @@ class FakeUpstream:
     ``completion_text``, ``extra_prompt_tokens`` (added to the counted prompt, 0),
     ``cached_tokens`` (reported ``prompt_tokens_details.cached_tokens``, 0), ``chunk_delay``
     (seconds between SSE events, 0.0), ``cut_after_words`` (content events ``sse_cut`` sends, 3)
-    and ``gzip`` (compress chat answers for clients that accept gzip, as a CDN would; False).
-    The ``X-Fake-*`` request headers override them per request.
+    ``gzip`` (compress chat answers for clients that accept gzip, as a CDN would; False),
+    ``encoding`` (one of ``ENCODINGS``, for clients that accept it; None), ``force_encoding``
+    (compress even for a client that asked for ``identity``, as a misbehaving proxy would;
+    False), ``line_ending`` (``"crlf"`` for SSE lines ending in CR LF; ``"lf"``) and
+    ``write_size`` (split each SSE event into writes of this many bytes, each its own HTTP
+    chunk; 0: one write per event). The ``X-Fake-*`` request headers override them per
+    request; ``X-Fake-Usage`` (JSON: an object's fields replace the usage's, ``"$absent"``
+    removes one; anything else replaces the whole usage) and ``X-Fake-X-Metrics`` (JSON)
+    shape hostile answers.
 
     ``start()``/``stop()`` or use as a context manager; ``stop()`` also closes open keep-alive
     connections and aborts pending ``slow`` waits.
@@ -613,6 +718,10 @@ class FakeUpstream:
         chunk_delay: float = 0.0,
         cut_after_words: int = 3,
         gzip: bool = False,
+        encoding: str | None = None,
+        force_encoding: bool = False,
+        line_ending: str = "lf",
+        write_size: int = 0,
         record: bool = True,
     ) -> None:
         if default_scenario not in SCENARIOS:
@@ -626,6 +735,10 @@ class FakeUpstream:
             "chunk_delay": chunk_delay,
             "cut_after_words": cut_after_words,
             "gzip": gzip,
+            "encoding": encoding,
+            "force_encoding": force_encoding,
+            "line_ending": line_ending,
+            "write_size": write_size,
         }
         self.default_scenario = default_scenario
         self.delay = delay
@@ -635,6 +748,10 @@ class FakeUpstream:
         self.chunk_delay = chunk_delay
         self.cut_after_words = cut_after_words
         self.gzip = gzip
+        self.encoding = encoding
+        self.force_encoding = force_encoding
+        self.line_ending = line_ending
+        self.write_size = write_size
         self.record = record
         self._port = port
         self._lock = threading.Lock()

@@ -137,8 +137,23 @@ def test_cache_write_rates_can_be_expressed(tmp_path):
         ("[[price]]\nid = 'x'\n", "missing 'model'"),
         ("[[price]\n", "invalid TOML"),
         (
-            "[[price]]\nid='x'\nmodel='gpt-9'\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
-            "unknown model",
+            "[[price]]\nid='x'\nmodel=''\neffective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
+            "non-empty model name",
+        ),
+        (
+            "[[price]]\nid='x'\nmodel='gpt-4.1'\nhost='https://platform.qubrid.com/v1'\n"
+            "effective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
+            "not a bare host name",
+        ),
+        (
+            "[[price]]\nid='x'\nmodel='gpt-4.1'\nhost='platform.qubrid.com:443'\n"
+            "effective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
+            "not a bare host name",
+        ),
+        (
+            "[[price]]\nid='x'\nmodel='gpt-4.1'\nhost=7\n"
+            "effective_from=2026-01-01\ninput='1'\ncached_input='1'\noutput='1'\n",
+            "host: must be a non-empty host name",
         ),
         (
             "[[price]]\nid='x'\nmodel='gpt-4.1'\neffective_from=2026-01-01\ninput='-1'\ncached_input='1'\noutput='1'\n",
@@ -193,3 +208,125 @@ def test_money_helpers_are_exact():
     assert format_usd(3_532_000) == "0.003532"
     assert format_usd(10**9) == "1.00"
     assert format_usd(25) == "0.000000025"
+
+
+# Models outside the catalogue, and prices per endpoint host ---------------------------------
+
+HOST_BOOK = """
+[[price]]
+id = "qubrid-gpt-4.1-2025-09"
+model = "openai/gpt-4.1"
+host = "Platform.Qubrid.com"
+effective_from = 2025-09-01
+input = "3.00"
+cached_input = "0.75"
+output = "12.00"
+
+[[price]]
+id = "qubrid-gpt-4.1-2026-03"
+model = "gpt-4.1"
+host = "platform.qubrid.com"
+effective_from = 2026-03-01
+input = "2.50"
+cached_input = "0.60"
+output = "10.00"
+
+[[price]]
+id = "everyone-gpt-4.1-2026-01"
+model = "gpt-4.1"
+effective_from = 2026-01-01
+input = "1.00"
+cached_input = "0.25"
+output = "4.00"
+
+[[price]]
+id = "other-host-gpt-4.1-2025-05"
+model = "gpt-4.1"
+host = "api.other.example"
+effective_from = 2025-05-01
+input = "9.00"
+cached_input = "9.00"
+output = "9.00"
+"""
+
+
+def price_at(book: PriceBook, day: date, host: str | None) -> tuple[str, int]:
+    """(price id, nano-USD of 1M input + 1M output tokens) for a request to ``host`` on ``day``."""
+    charged = book.cost("openai/gpt-4.1", 1_000_000, 0, 1_000_000, at=day, host=host)
+    return charged.price_id, charged.nanousd
+
+
+def test_an_entry_with_a_host_wins_for_that_host_and_never_applies_elsewhere(tmp_path):
+    book = PriceBook.builtin().with_file(write_prices(tmp_path, HOST_BOOK))
+    # Before any host entry: the built-in price, for every host.
+    assert price_at(book, date(2025, 4, 20), "platform.qubrid.com") == ("gpt-4.1@2025-04-14", 10_000_000_000)
+    # A host entry in effect wins for its host (matched case-insensitively)...
+    assert price_at(book, date(2025, 10, 1), "PLATFORM.QUBRID.COM") == (
+        "qubrid-gpt-4.1-2025-09",
+        15_000_000_000,
+    )
+    # ...even over a newer entry without a host; other hosts keep the host-less entries.
+    assert price_at(book, date(2026, 2, 1), "platform.qubrid.com") == (
+        "qubrid-gpt-4.1-2025-09",
+        15_000_000_000,
+    )
+    assert price_at(book, date(2026, 2, 1), "api.openai.com") == ("everyone-gpt-4.1-2026-01", 5_000_000_000)
+    assert price_at(book, date(2026, 2, 1), None) == ("everyone-gpt-4.1-2026-01", 5_000_000_000)
+    # The newest host entry in effect wins among the host's own entries.
+    assert price_at(book, date(2026, 3, 1), "platform.qubrid.com") == (
+        "qubrid-gpt-4.1-2026-03",
+        12_500_000_000,
+    )
+    # An entry for another host is never used for this one, nor for requests without a host.
+    assert price_at(book, date(2025, 6, 1), "api.other.example") == (
+        "other-host-gpt-4.1-2025-05",
+        18_000_000_000,
+    )
+    assert price_at(book, date(2025, 6, 1), "platform.qubrid.com") == ("gpt-4.1@2025-04-14", 10_000_000_000)
+    assert price_at(book, date(2025, 6, 1), None) == ("gpt-4.1@2025-04-14", 10_000_000_000)
+
+
+def test_a_host_entry_does_not_make_a_model_priced_at_other_hosts(tmp_path):
+    path = write_prices(
+        tmp_path,
+        """
+        [[price]]
+        id = "qubrid-gpt-5"
+        model = "openai/gpt-5"
+        host = "platform.qubrid.com"
+        effective_from = 2026-01-01
+        input = "1.25"
+        cached_input = "0.125"
+        output = "10"
+        """,
+    )
+    book = PriceBook.builtin().with_file(path)
+    charged = book.cost("openai/gpt-5", 1000, 200, 100, at=date(2026, 1, 2), host="platform.qubrid.com")
+    assert charged.nanousd == 800 * 1250 + 200 * 125 + 100 * 10_000
+    with pytest.raises(UnknownModel, match=r"api\.openai\.com"):
+        book.cost("openai/gpt-5", 1000, at=date(2026, 1, 2), host="api.openai.com")
+    with pytest.raises(UnknownModel):
+        book.cost("openai/gpt-5", 1000, at=date(2026, 1, 2))
+
+
+def test_a_model_outside_the_catalogue_is_priced_by_its_name_as_written(tmp_path):
+    path = write_prices(
+        tmp_path,
+        """
+        [[price]]
+        id = "gpt-5-2026"
+        model = "openai/gpt-5"
+        effective_from = 2026-01-01
+        input = "1.25"
+        cached_input = "0.125"
+        output = "10"
+        """,
+    )
+    book = PriceBook.builtin().with_file(path)
+    (entry,) = [p for p in book.prices if p.id == "gpt-5-2026"]
+    assert entry.model == "openai/gpt-5"  # kept as written; catalogue models are canonicalised
+    assert book.cost("openai/gpt-5", 1_000_000, 0, 1_000_000, at=date(2026, 2, 1)).usd == Decimal("11.25")
+    with pytest.raises(UnknownModel):
+        book.cost("gpt-5", 1, at=date(2026, 2, 1))  # another name: not guessed
+    with pytest.raises(UnknownModel, match="2025-12-31"):
+        book.cost("openai/gpt-5", 1, at=date(2025, 12, 31))

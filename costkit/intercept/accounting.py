@@ -1,10 +1,13 @@
 """The interceptor's accounting core, independent of the HTTP stack.
 
 A ``Call`` follows one chat-completions request: ``prepare`` parses the body,
-runs the pre-flight (raising a declared refusal before anything is sent) and
-says which bytes to send instead; ``tap`` reads a copy of the response as it is
-forwarded; ``settle`` turns what was seen into one ledger row. Accounting
-failures are logged and recorded, never raised into the caller.
+runs the pre-flight and the hooks (raising only a declared ``RequestRefused``,
+before anything is sent) and says which bytes to send instead; ``tap`` reads a
+copy of the response as it is forwarded; settling turns what was seen into
+exactly one ledger row (a lock makes a second settle a no-op). Accounting
+failures, and bugs in hooks, are logged and noted on the row, never raised into
+the caller. Error text and notes are redacted of the caller's credentials and
+anything key-shaped before they are stored or logged.
 """
 
 from __future__ import annotations
@@ -14,82 +17,33 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from costkit.errors import ContextWindowExceeded, CostkitError, RequestRefused
-from costkit.intercept.attribution import TAGS_HEADER, current_tags, parse_tags_header
+from costkit.intercept.attribution import (
+    TAGS_HEADER,
+    current_tag_notes,
+    current_tags,
+    parse_tags_header,
+)
+from costkit.intercept.options import Options, log_once
+from costkit.intercept.redact import redact, secrets_of
 from costkit.intercept.responses import ResponseReader
+from costkit.intercept.usage import charged_tokens
 from costkit.ledger.row import Row, Status, new_request_id
-from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
+from costkit.pricing import canonical_model
+from costkit.verdict import Preflight, preflight
 
 if TYPE_CHECKING:
-    from costkit.pricing import PriceBook
+    pass
 
 log = logging.getLogger("costkit")
 
 CHAT_COMPLETIONS_SUFFIX = "/chat/completions"
 _TAGS_HEADER_BYTES = TAGS_HEADER.encode()
 _MAX_ERROR_TEXT = 500
-
-
-class Recorder(Protocol):
-    """Where rows go: ``costkit.Ledger`` or anything with ``record(row)``."""
-
-    def record(self, row: Row) -> None: ...
-
-
-class Hook(Protocol):
-    """The budget seam: ``before_send`` may raise a ``RequestRefused``; ``settled`` sees each row."""
-
-    def before_send(self, call: Call) -> None: ...
-
-    def settled(self, call: Call, row: Row) -> None: ...
-
-
-_default_lock = threading.Lock()
-_default_ledger: Recorder | None = None
-
-
-def default_ledger() -> Recorder:
-    """The process-wide default ledger (the embedded SQLite file), opened on first use."""
-    global _default_ledger
-    if _default_ledger is None:
-        with _default_lock:
-            if _default_ledger is None:
-                from costkit.ledger import Ledger
-
-                _default_ledger = Ledger()
-    return _default_ledger
-
-
-@dataclass
-class Options:
-    """What a transport was configured with."""
-
-    ledger: Recorder | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-    preflight: bool = True
-    context_limit: int | None = None
-    default_output_reserve: int = DEFAULT_OUTPUT_RESERVE
-    price_book: PriceBook | None = None
-    hooks: Sequence[Hook] = ()
-
-    @property
-    def recorder(self) -> Recorder:
-        return self.ledger if self.ledger is not None else default_ledger()
-
-    @property
-    def store_text(self) -> bool:
-        """Prompt and completion text are kept only when the ledger opted in (``store_text=True``)."""
-        return getattr(self.recorder, "store_text", False) is True
-
-    def record(self, row: Row) -> None:
-        try:
-            self.recorder.record(row)
-        except Exception:  # never into the caller; the ledger spools what it can
-            log.exception("costkit: could not record request %s", row.request_id)
+_MAX_NOTES_TEXT = 2000
 
 
 def is_chat_completions(method: str, path: str) -> bool:
@@ -97,15 +51,18 @@ def is_chat_completions(method: str, path: str) -> bool:
 
 
 def strip_tags_header(headers: Sequence[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], str | None]:
-    """Headers without ``X-Costkit-Tags``, and that header's value if it was there."""
+    """Headers without ``X-Costkit-Tags``, and that header's value (UTF-8, else Latin-1) if it was there."""
     kept: list[tuple[bytes, bytes]] = []
-    value: str | None = None
+    values: list[str] = []
     for name, val in headers:
         if name.lower() == _TAGS_HEADER_BYTES:
-            value = val.decode("latin-1")
+            try:
+                values.append(val.decode("utf-8"))
+            except UnicodeDecodeError:
+                values.append(val.decode("latin-1"))
         else:
             kept.append((name, val))
-    return kept, value
+    return kept, ",".join(values) if values else None
 
 
 def _with_usage_option(raw: bytes, body: dict[str, Any]) -> bytes | None:
@@ -135,27 +92,29 @@ class Call:
         self._t0 = time.perf_counter()
         self.host = host
         self.headers, header_tags = strip_tags_header(headers)
+        self.secrets = secrets_of(self.headers)
         self.had_tags_header = header_tags is not None
         self.body_bytes = body
         self.send_body = body
         self.added_usage_option = False
         self.body: dict[str, Any] | None = None
         self.verdict: Preflight | None = None
-        self.problem: str | None = None  # why the request could not be counted or priced
+        self.problem: str | None = None  # why the request could not be counted
+        self.notes: list[str] = [*options.tag_notes, *current_tag_notes()]
         self.tags: dict[str, str] = {**options.tags, **current_tags()}
+        self._settle_lock = threading.Lock()
         self._settled = False
         if header_tags is not None:
-            try:
-                self.tags.update(parse_tags_header(header_tags))
-            except CostkitError as exc:
-                self.problem = str(exc)
+            header, notes = parse_tags_header(header_tags)
+            self.tags.update(header)
+            self.notes += notes
 
     @property
     def model(self) -> str:
         if self.verdict is not None:
             return self.verdict.model.id
         model = self.body.get("model") if self.body is not None else None
-        return model if isinstance(model, str) else "unknown"
+        return canonical_model(model)[:200] if isinstance(model, str) and model else "unknown"
 
     @property
     def request_changed(self) -> bool:
@@ -163,7 +122,7 @@ class Call:
         return self.had_tags_header or self.send_body is not self.body_bytes
 
     def prepare(self) -> None:
-        """Parse and pre-flight the body. Raises only a declared ``RequestRefused``."""
+        """Parse and pre-flight the body, run the hooks. Raises only a declared ``RequestRefused``."""
         try:
             body = json.loads(self.body_bytes)
         except (ValueError, RecursionError) as exc:
@@ -180,9 +139,13 @@ class Call:
                 default_output_reserve=self.options.default_output_reserve,
                 price_book=self.options.price_book,
                 at=self.started_at,
+                host=self.host,
             )
-        except CostkitError as exc:  # malformed or unknown model: sent as is, recorded as unpriced
+        except CostkitError as exc:  # malformed or unknown model: sent as is, priced from usage if it can be
             self.problem = str(exc)
+        except Exception as exc:  # a bug of ours: the request is still sent and accounted
+            self.problem = f"costkit could not count the request ({type(exc).__name__})"
+            log_once(("preflight", type(exc).__name__), "could not count a request", exc, self.secrets)
         if self.options.preflight and self.verdict is not None and not self.verdict.fits:
             verdict = self.verdict
             refusal = ContextWindowExceeded(
@@ -194,6 +157,8 @@ class Call:
                 hook.before_send(self)
             except RequestRefused as refusal:
                 self.refuse(refusal)
+            except Exception as exc:
+                self._hook_failed(hook, "before_send", exc)
         if body.get("stream") is True:
             try:
                 changed = _with_usage_option(self.body_bytes, body)
@@ -206,6 +171,13 @@ class Call:
                 self.headers = [(k, v) for k, v in self.headers if k.lower() != b"accept-encoding"]
                 self.headers.append((b"Accept-Encoding", b"identity"))
 
+    def _hook_failed(self, hook: object, method: str, exc: Exception) -> None:
+        name = f"{type(hook).__qualname__}.{method}"
+        self.notes.append(f"hook {name} failed ({type(exc).__name__}); the request was accounted anyway")
+        log_once(
+            ("hook", name, type(exc).__name__), f"hook {name} failed; accounting goes on", exc, self.secrets
+        )
+
     def refuse(self, refusal: RequestRefused) -> None:
         """Record the request as blocked, then raise the refusal: nothing has been sent."""
         self._finish(status="blocked", http_status=None, error=str(refusal))
@@ -213,10 +185,10 @@ class Call:
 
     def failed(self, exc: BaseException) -> None:
         """The request never got a response (connection error, timeout)."""
-        self._finish(status="error", http_status=None, error=f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT])
+        self._finish(status="error", http_status=None, error=f"{type(exc).__name__}: {exc}")
 
     def tap(self, status: int, headers: Mapping[str, str]) -> ResponseReader:
-        """A reader for the response body; its ``on_close`` settles this call."""
+        """A reader for the response body; closing it settles this call."""
         return ResponseReader(
             status=status,
             content_type=headers.get("content-type", ""),
@@ -228,14 +200,10 @@ class Call:
 
     def _settled_from(self, reader: ResponseReader) -> None:
         if reader.status >= 400:
-            self._finish(
-                status="error",
-                http_status=reader.status,
-                error=reader.error_text()[:_MAX_ERROR_TEXT],
-                reader=reader,
-            )
+            self._finish(status="error", http_status=reader.status, error=reader.error_text(), reader=reader)
             return
-        self._finish(status="ok" if reader.complete else "partial", http_status=reader.status, reader=reader)
+        status: Status = "ok" if reader.complete else "partial"
+        self._finish(status=status, http_status=reader.status, error=reader.stream_error, reader=reader)
 
     def _estimated_input(self) -> int | None:
         if self.verdict is None:
@@ -253,13 +221,14 @@ class Call:
         error: str | None = None,
         reader: ResponseReader | None = None,
     ) -> None:
-        if self._settled:
-            return
-        self._settled = True
+        with self._settle_lock:
+            if self._settled:
+                return
+            self._settled = True
         try:
             row = self._row(status, http_status, error, reader)
-        except Exception:  # a bug of ours must not reach the caller; keep what we can
-            log.exception("costkit: accounting failed for request %s", self.request_id)
+        except Exception as exc:  # a bug of ours must not reach the caller; keep what we can
+            log_once(("settle", type(exc).__name__), f"accounting failed for request {self.request_id}", exc)
             row = Row(
                 model=self.model,
                 status=status,
@@ -268,26 +237,26 @@ class Call:
                 endpoint_host=self.host,
                 error="costkit accounting failed",
             )
+        _sanitise(row, self.secrets)
         self.options.record(row)
         for hook in self.options.hooks:
             try:
                 hook.settled(self, row)
-            except Exception:
-                log.exception("costkit: a settle hook failed for request %s", self.request_id)
+            except Exception as exc:
+                name = f"{type(hook).__qualname__}.settled"
+                log_once(("hook", name, type(exc).__name__), f"hook {name} failed", exc, self.secrets)
 
     def _row(
         self, status: Status, http_status: int | None, error: str | None, reader: ResponseReader | None
     ) -> Row:
         finished = time.perf_counter()
-        finished_at = datetime.now(timezone.utc)
         estimated_input = self._estimated_input()
-        usage = reader.usage if reader is not None and status != "error" else None
         row = Row(
             model=self.model,
             status=status,
             request_id=self.request_id,
             started_at=self.started_at,
-            finished_at=finished_at,
+            finished_at=datetime.now(timezone.utc),
             endpoint_host=self.host,
             http_status=http_status,
             stream=reader.is_sse
@@ -298,49 +267,85 @@ class Call:
             tags=dict(self.tags),
             error=error,
         )
+        for note in self.notes:
+            row.add_note(note)
         if reader is not None:
             row.response_id = reader.response_id
             row.ttft_us = reader.ttft_us
             row.x_metrics = reader.x_metrics
+            if reader.interrupted:
+                row.add_note(reader.interrupted)
             if self.options.store_text and self.body is not None:
                 row.prompt_text = json.dumps(self.body.get("messages"), ensure_ascii=False)
                 row.completion_text = reader.completion_text()
         if status in ("blocked", "error"):
             row.input_tokens = estimated_input or 0
             row.usage_source = "estimated"
+            self._reader_notes(row, reader)
             return row  # nothing was billed
-        if usage is not None:
-            row.usage_source = "provider"
-            row.input_tokens = usage.prompt_tokens
-            row.cached_input_tokens = usage.cached_tokens
-            row.output_tokens = usage.completion_tokens
-        else:
-            row.usage_source = "estimated"
-            row.input_tokens = estimated_input or 0
-            row.output_tokens = reader.estimated_output_tokens() if reader is not None else 0
+        charged = charged_tokens(
+            reader.usage if reader is not None else None,
+            estimated_input,
+            reader.estimated_output_tokens if reader is not None else lambda: 0,
+        )
+        row.input_tokens = charged.input_tokens
+        row.cached_input_tokens = charged.cached_input_tokens
+        row.output_tokens = charged.output_tokens
+        row.usage_source = charged.usage_source
+        for note in charged.notes:
+            row.add_note(note)
+        self._reader_notes(row, reader)
+        if not charged.input_known:
+            row.add_note(f"unpriced: input tokens unknown ({self.problem or 'request could not be counted'})")
+            return row
         self._price(row)
         return row
 
+    @staticmethod
+    def _reader_notes(row: Row, reader: ResponseReader | None) -> None:
+        for note in reader.notes if reader is not None else ():
+            row.add_note(note)
+
     def _price(self, row: Row) -> None:
+        """Price the row's tokens by its model, start time and host; unpriced (with why) if none applies."""
         from costkit.pricing import cost
 
-        if self.verdict is None:
-            row.error = row.error or f"unpriced: {self.problem or 'request could not be read'}"
-            return
         try:
             charged = cost(
-                self.verdict.model.id,
+                row.model,
                 row.input_tokens,
-                min(row.cached_input_tokens, row.input_tokens),
+                row.cached_input_tokens,
                 row.output_tokens,
                 at=self.started_at,
                 price_book=self.options.price_book,
+                host=self.host,
             )
         except CostkitError as exc:
-            row.error = row.error or f"unpriced: {exc}"
+            row.add_note(f"unpriced: {exc}")
             return
         row.cost_nanousd = charged.nanousd
         row.price_id = charged.price_id
+
+
+def _text(value: str, secrets: Sequence[str], limit: int) -> str:
+    """Upstream text as the ledger may hold it: redacted, bounded, without NUL (PostgreSQL refuses it)."""
+    return redact(value.replace("\x00", ""), secrets)[:limit]
+
+
+def _sanitise(row: Row, secrets: Sequence[str]) -> None:
+    """Every text the upstream or the request could put in a row, made safe to store."""
+    if row.error:
+        row.error = _text(row.error, secrets, _MAX_ERROR_TEXT)
+    if row.notes:
+        row.notes = _text(row.notes, secrets, _MAX_NOTES_TEXT)
+    if row.response_id:
+        row.response_id = row.response_id.replace("\x00", "")[:200]
+    row.model = row.model.replace("\x00", "")
+    row.endpoint_host = row.endpoint_host.replace("\x00", "")
+    if row.completion_text:
+        row.completion_text = row.completion_text.replace("\x00", "")
+    if row.prompt_text:
+        row.prompt_text = row.prompt_text.replace("\x00", "")
 
 
 def start_call(options: Options, host: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Call:

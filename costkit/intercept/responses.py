@@ -1,104 +1,57 @@
 """Reading a chat-completions response on the side, while it is forwarded to the caller.
 
-``ResponseReader.feed`` takes each raw chunk as it arrives and returns the bytes
-to forward (the same bytes, except a usage-only chunk costkit itself asked for).
-Whether the response streams is read from its ``Content-Type``, never assumed
-from the request. Usage is taken from whichever chunk carries it; without it,
-output is estimated from what streamed.
+``ResponseReader.feed`` takes each raw chunk as it arrives and returns the bytes to
+forward: the same bytes, except when costkit itself asked for usage (then the
+usage-only chunk and the ``"usage":null`` fields it caused are taken out again). If
+such a stream arrives compressed anyway (an upstream or proxy ignoring
+``Accept-Encoding: identity``), the reader decodes it and forwards the decoded bytes
+(``forwards_decoded``: the transport then drops ``Content-Encoding``/``Content-Length``,
+so the caller's httpx sees what it would have decoded itself).
+
+Whether the response streams is read from its ``Content-Type``, never assumed from
+the request. Usage is taken from whichever chunk carries it (the last one wins). Work
+per chunk is a few byte checks; events are parsed only where an id, usage or an error
+is to be read, and after the body for an estimate. The side copy keeps at most
+``MAX_SIDE_COPY`` bytes: past that, events are still scanned for usage and the end of
+the stream, and the row says its estimate saw only the start.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
+import threading
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from costkit.counting.tokens import count_text
+from costkit.intercept.encoding import CorruptBody, Decoder
+from costkit.intercept.output import message_output, stream_output
 from costkit.intercept.sse import DONE, SSEScanner
+from costkit.intercept.usage import Usage, clean_metrics, parse_usage
 
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+MAX_SIDE_COPY = 64 * 1024 * 1024
+"""Bytes of a response body kept on the side for its estimate (the caller gets every byte)."""
+_MAX_ERROR_TEXT = 500
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+_USAGE_WINDOW = 96  # bytes at the end of a chunk where its "usage":null sits (after choices, before padding)
+_close_lock = threading.Lock()
 
 
 def _end_of_last_event(buf: bytes) -> int:
-    """The offset just past the last blank line in ``buf`` (0 if none)."""
+    """The offset just past the last blank line in ``buf``; 0 or 1 when there is none."""
     if b"\r" not in buf:
-        return buf.rfind(b"\n\n") + 2 if b"\n\n" in buf else 0
+        return buf.rfind(b"\n\n") + 2  # -1 + 2: none
     end = 0
     for match in _EVENT_END.finditer(buf):
         end = match.end()
     return end
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """The provider's own count: the truth, when present."""
-
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-
-
-def _int(value: object) -> int:
-    return value if type(value) is int and value >= 0 else 0
-
-
-def parse_usage(usage: object) -> Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return Usage(_int(usage.get("prompt_tokens")), _int(cached), _int(usage.get("completion_tokens")))
-
-
-class _Decoder:
-    """Undo Content-Encoding on our side copy (the caller's httpx client decodes its own)."""
-
-    def __init__(self, encoding: str) -> None:
-        self._decompress: Callable[[bytes], bytes] | None = None
-        codings = [c.strip().lower() for c in encoding.split(",") if c.strip() and c.strip() != "identity"]
-        self.supported = len(codings) <= 1
-        if not codings or not self.supported:
-            return
-        coding = codings[0]
-        if coding in ("gzip", "x-gzip"):
-            self._decompress = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress
-        elif coding == "deflate":
-            self._decompress = zlib.decompressobj().decompress
-        elif coding == "br":
-            try:
-                import brotli  # type: ignore[import-not-found,unused-ignore]
-
-                self._decompress = brotli.Decompressor().process
-            except ImportError:
-                self.supported = False
-        elif coding == "zstd":
-            try:
-                import zstandard  # type: ignore[import-not-found,unused-ignore]
-
-                self._decompress = zstandard.ZstdDecompressor().decompressobj().decompress
-            except ImportError:
-                self.supported = False
-        else:
-            self.supported = False
-
-    def __call__(self, chunk: bytes) -> bytes:
-        if self._decompress is None:
-            return chunk
-        try:
-            return self._decompress(chunk)
-        except Exception:  # corrupt: stop reading our copy, never the caller's
-            self.supported = False
-            self._decompress = None
-            return b""
-
-
 class ResponseReader:
-    """Reads one response's body as it passes; ``close`` calls ``on_close(self)`` once."""
+    """Reads one response's body as it passes; ``close`` calls ``on_close(self)`` exactly once."""
 
     def __init__(
         self,
@@ -111,67 +64,173 @@ class ResponseReader:
     ) -> None:
         self.status = status
         self.is_sse = content_type.split(";")[0].strip().lower() == "text/event-stream"
-        self._decode = _Decoder(content_encoding)
-        self._drop = drop_usage_chunk and self.is_sse and self._decode._decompress is None and status < 400
+        decoder = Decoder(content_encoding)
+        self.encoding = ", ".join(decoder.codings)
+        wants_drop = drop_usage_chunk and self.is_sse and status < 400
+        self.forwards_decoded = wants_drop and not decoder.identity and decoder.supported
+        self._drop = wants_drop and (decoder.identity or self.forwards_decoded)
+        self._decode: Decoder | None = None if decoder.identity else decoder
         self._t0 = t0
         self._on_close = on_close
         self._closed = False
-        self._segments: list[bytes] = []  # the SSE body so far, in runs of whole events
+        self._reading = True  # False once costkit stopped reading its copy
+        self.exhausted = False
+        # The SSE body so far, whole events, in one growing buffer: keeping each chunk as its own
+        # bytes object would keep thousands of small blocks alive and every new chunk cold in cache.
+        self._side = bytearray()
+        self._kept = 0  # bytes kept on the side
         self._tail = b""  # an SSE event not yet complete
         self._body: list[bytes] = []  # a non-SSE body, decoded
+        self.notes: list[str] = []
         self.done = False  # saw [DONE]
         self.malformed = False
         self.failed = False
-        self.exhausted = False
+        self.truncated = False  # the side copy stopped at MAX_SIDE_COPY
+        self.ended = False  # the body was read to its end
+        self.interrupted: str | None = None  # why the caller stopped early, when it did
+        self.stream_error: str | None = None  # an error event (or error object) inside a 200 answer
         self.ttft_us: int | None = None
         self.usage: Usage | None = None
         self.response_id: str | None = None
-        self.x_metrics: dict[str, Any] | None = None
+        self.x_metrics: dict[str, float] | None = None
         self._json: Any = None
         self._parsed_json = False
+        if not decoder.identity and not decoder.supported:
+            self._reading = False
+            self.feed = self._feed_opaque  # type: ignore[method-assign]
+            self.notes.append(
+                f"response encoded as {self.encoding!r}, which costkit cannot decode: forwarded untouched, "
+                "not read"
+            )
+        elif not self.is_sse:
+            self.feed = self._feed_body  # type: ignore[method-assign]
+        elif self._decode is not None:
+            self.feed = self._feed_sse_encoded  # type: ignore[method-assign]
+        elif self._drop:  # identity SSE where costkit asked for usage: whole events, without its usage
+            self.feed = self._scan  # type: ignore[method-assign,assignment]
 
     # -- while streaming ---------------------------------------------------------------
 
     def feed(self, chunk: bytes) -> bytes:
-        """Read a copy of ``chunk``; returns what the caller should get.
+        """Read a copy of ``chunk``; returns what the caller should get (identity SSE, kept as is)."""
+        if chunk:
+            self._scan(chunk)
+        return chunk
 
-        Work per chunk is a few byte searches; events are parsed only where an id or
-        usage is to be read (the first chunk, the usage chunk) and, after the body, for
-        an estimate.
-        """
+    def _feed_sse_encoded(self, chunk: bytes) -> bytes:
         if not chunk:
             return chunk
-        data = self._decode(chunk) if self._decode.supported else b""
-        if not self.is_sse:
-            self._body.append(data)
+        assert self._decode is not None
+        try:
+            data = self._decode(chunk)
+        except CorruptBody as exc:
+            if self.forwards_decoded:
+                self.failed = True
+                raise  # the transport raises the caller's DecodingError, as its httpx would
+            self._stop_reading(str(exc))
             return chunk
+        out = self._scan(data) if data else data
+        return out if self.forwards_decoded else chunk
+
+    def _feed_body(self, chunk: bytes) -> bytes:
+        data = chunk
+        if self._decode is not None and chunk:
+            try:
+                data = self._decode(chunk)
+            except CorruptBody as exc:
+                self._stop_reading(str(exc))
+                return chunk
+        self._kept += len(data)
+        if self._kept <= MAX_SIDE_COPY:
+            self._body.append(data)
+        else:
+            self.truncated = True
+        return chunk
+
+    def _feed_opaque(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def passthrough(self, chunk: bytes) -> bytes:
+        """After a failure of costkit's own: forward without reading (decoded, if the caller expects
+        that), with any bytes held back first."""
+        self._reading = False
+        data = chunk
+        if self.forwards_decoded and self._decode is not None:
+            try:
+                data = self._decode(chunk)
+            except CorruptBody:
+                data = b""
+        if self._drop and self._tail:
+            data, self._tail = self._tail + data, b""
+        return data
+
+    def _stop_reading(self, why: str) -> None:
+        self._reading = False
+        self.feed = self._feed_opaque  # type: ignore[method-assign]
+        self.malformed = True
+        self.notes.append(f"{why}: the rest was forwarded untouched, not read")
+
+    def _scan(self, data: bytes) -> bytes:
+        """Read whole SSE events from ``data``; returns the whole events to forward when dropping.
+
+        The fast path, a few byte checks: ``data`` is whole events ending in an ordinary JSON
+        chunk, i.e. it starts like a chunk (not an error event), ends with ``}`` and a blank
+        line, and its ``"usage"`` near the end is ``null``, so it carries no usage and no error
+        (an error event has no usage field; a usage object is longer than the window, so it
+        sends the check to a full search). Anything else is parsed event by event.
+        """
+        if (
+            not self._tail
+            and self.response_id is not None
+            and data.endswith(b"}\n\n")
+            and data.startswith(b"data: {")
+            and not data.startswith(b'data: {"error"')
+        ):
+            at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
+            if at >= 0 and data[at + 8 : at + 12] == b"null":
+                side = self._side
+                side += data
+                if len(side) > MAX_SIDE_COPY:
+                    del side[-len(data) :]
+                    self.truncated = True
+                # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
+                return data.replace(b',"usage":null', b"") if self._drop else data
+        return self._scan_events(data)
+
+    def _scan_events(self, data: bytes) -> bytes:
         buf = self._tail + data if self._tail else data
         end = _end_of_last_event(buf)
-        if end <= 0:  # no whole event yet: hold it (only while we may need to drop one)
+        if end <= 1:  # no whole event yet: hold it (only while we may need to drop one)
             self._tail = buf
-            return b"" if self._drop else chunk
-        segment, self._tail = (buf, b"") if end == len(buf) else (buf[:end], buf[end:])
-        self._segments.append(segment)
+            return b""
+        if end == len(buf):
+            segment, self._tail = buf, b""
+        else:
+            segment, self._tail = buf[:end], buf[end:]
         if self.ttft_us is None:
             self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
+        at = segment.rfind(b'"usage":', len(segment) - _USAGE_WINDOW)
         if (
-            self.response_id is not None
-            and segment.startswith(b"data: {")
-            and segment.endswith(b"}\n\n")
-            and segment.find(b"\n\n") == len(segment) - 2
-            and (b'"usage"' not in segment or b'"usage":null' in segment)
+            self.response_id is None
+            or not segment.endswith(b"}\n\n")
+            or not segment.startswith(b"data: {")
+            or segment.find(b"\n\n") != end - 2
+            or (at < 0 and b'"usage"' in segment)
+            or (at >= 0 and segment[at + 8 : at + 12] != b"null")
+            or b'"error"' in segment
         ):
-            pass  # the common case: one ordinary JSON chunk, nothing to read from it now
+            segment = self._read_events(segment)  # anything but one ordinary JSON chunk
+        if len(self._side) + end <= MAX_SIDE_COPY:
+            self._side += segment
         else:
-            segment = self._read_events(segment)
-        if not self._drop:
-            return chunk
-        # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
-        return segment.replace(b',"usage":null', b"") if b',"usage":null' in segment else segment
+            self.truncated = True
+        if self._drop and b',"usage":null' in segment:
+            return segment.replace(b',"usage":null', b"")
+        return segment
 
     def _read_events(self, segment: bytes) -> bytes:
-        """Read [DONE], ids, usage and the shape of whole events; returns them without the
-        usage-only chunk costkit asked for (when it did)."""
+        """Read [DONE], ids, usage, errors and the shape of whole events; returns them without
+        the usage-only chunk costkit asked for (when it did)."""
         kept: list[bytes] = []
         for raw, payload in SSEScanner().feed(segment):
             if payload is not None:
@@ -179,27 +238,26 @@ class ResponseReader:
                     self.done = True
                 elif payload[:1] != b"{" or payload[-1:] != b"}":
                     self.malformed = True  # a cheap shape check; the caller's parser will say more
-                elif (
-                    (self.response_id is None or _USAGE_OBJECT.search(payload))
-                    and self._inspect(payload)
-                    and self._drop
-                ):
+                elif self._inspect(payload) and self._drop:
                     continue
             kept.append(raw)
         return b"".join(kept)
 
     def _inspect(self, payload: bytes) -> bool:
-        """Parse one chunk for its id and usage; True when it is a usage-only chunk."""
+        """Parse one chunk for its id, usage and error; True when it is a usage-only chunk."""
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.malformed = True
             return False
         if not isinstance(chunk, dict):
             self.malformed = True
             return False
         if self.response_id is None and isinstance(chunk.get("id"), str):
-            self.response_id = chunk["id"]
+            self.response_id = chunk["id"][:200]
+        error = chunk.get("error")
+        if error is not None and self.stream_error is None:
+            self.stream_error = _error_message(error) or "error event in the stream"
         usage = parse_usage(chunk.get("usage"))
         if usage is None:
             return False
@@ -210,37 +268,53 @@ class ResponseReader:
         """The stream broke (connection dropped, timeout): what arrived is all there is."""
         self.failed = True
 
-    def close(self, exhausted: bool) -> None:
-        """The caller is done with the body; settle once."""
-        if self._closed:
-            return
-        self._closed = True
-        self.exhausted = exhausted
+    def close(
+        self, exhausted: bool | None = None, interrupted: str | None = None, *, by_caller: bool = False
+    ) -> None:
+        """The body is done with (or left: ``interrupted`` says why); settle exactly once.
+
+        ``exhausted``: the body was read to its end (default: ``ended``). ``by_caller``: the
+        caller closed it; a close while an exception is on its way through the caller's code
+        (the SDK closes the response in a ``finally``) means its read did not finish.
+        """
+        with _close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.exhausted = self.ended if exhausted is None else exhausted
+        self.interrupted = interrupted
+        if by_caller and interrupted is None and not self.exhausted:
+            exc = sys.exc_info()[1]
+            if exc is not None and not isinstance(exc, GeneratorExit):
+                self.interrupted = f"the caller's read ended in {type(exc).__name__}"
         if self.is_sse:
-            if self._tail.strip():  # a last event without its blank line
+            if self._tail.strip() and self._reading:  # a last event without its blank line
                 last = self._tail + b"\n\n"
-                self._segments.append(last)
+                self._side += last
                 self._read_events(last)
             self._tail = b""
-        else:
+        elif self._reading:
             self._read_json()
         self._on_close(self)
 
-    def _payloads(self) -> list[bytes]:
-        """Every data payload of the stream, [DONE] excepted."""
-        events = SSEScanner().feed(b"".join(self._segments))
-        return [payload for _raw, payload in events if payload is not None and payload != DONE]
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pending(self) -> bytes:
+        """Bytes held back while dropping (an incomplete last event): forwarded when the body ends."""
+        return self._tail if self._drop else b""
 
     # -- after the body ----------------------------------------------------------------
 
     @property
     def complete(self) -> bool:
-        """Did the caller get the whole response?"""
-        if self.failed:
+        """Did the caller get the whole, well-formed response?"""
+        if self.failed or self.malformed or self.interrupted is not None:
+            return False
+        if self.stream_error is not None:
             return False
         if self.is_sse:
-            if self.malformed:
-                return False
             return self.done or (self.exhausted and self.usage is not None)
         return self.exhausted and isinstance(self._json, dict)
 
@@ -248,50 +322,34 @@ class ResponseReader:
         if self._parsed_json:
             return
         self._parsed_json = True
+        if self.truncated:
+            self.notes.append(f"response body over {MAX_SIDE_COPY} bytes: not read")
+            return
         try:
             self._json = json.loads(b"".join(self._body))
         except (ValueError, RecursionError):
             self._json = None
+            if self.status < 400:
+                self.notes.append("response body is not JSON")
             return
         body = self._json
         if not isinstance(body, dict):
+            if self.status < 400:
+                self.notes.append("response body is not a JSON object")
             return
         if isinstance(body.get("id"), str):
-            self.response_id = body["id"]
+            self.response_id = body["id"][:200]
+        if self.status < 400 and body.get("error") is not None and "choices" not in body:
+            self.stream_error = _error_message(body["error"]) or "error object in a 200 answer"
         self.usage = parse_usage(body.get("usage"))
-        metrics = body.get("x_metrics")
-        if isinstance(metrics, dict):
-            self.x_metrics = metrics
-
-    def _chunks(self) -> list[dict[str, Any]]:
-        out = []
-        for payload in self._payloads():
-            try:
-                chunk = json.loads(payload)
-            except ValueError:
-                continue
-            if isinstance(chunk, dict):
-                out.append(chunk)
-        return out
+        self.x_metrics, note = clean_metrics(body.get("x_metrics"))
+        if note:
+            self.notes.append(note)
 
     def _output_parts(self) -> tuple[str, list[str]]:
-        """(completion text, tool-call names and arguments) of what the caller received."""
-        text: list[str] = []
-        tools: list[str] = []
         if self.is_sse:
-            calls: dict[tuple[int, int], list[str]] = {}  # (choice, tool call) -> fragments
-            for chunk in self._chunks():
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") if isinstance(choice, dict) else None
-                    if isinstance(delta, dict):
-                        _collect_delta(delta, _int(choice.get("index")), text, calls)
-            tools = ["".join(parts) for parts in calls.values()]
-        elif isinstance(self._json, dict):
-            for choice in self._json.get("choices") or ():
-                message = choice.get("message") if isinstance(choice, dict) else None
-                if isinstance(message, dict):
-                    _collect(message, text, tools)
-        return "".join(text), tools
+            return stream_output(bytes(self._side))
+        return message_output(self._json)
 
     def completion_text(self) -> str:
         return self._output_parts()[0]
@@ -299,6 +357,10 @@ class ResponseReader:
     def estimated_output_tokens(self) -> int:
         """Output tokens estimated from the text and tool calls that arrived."""
         text, tools = self._output_parts()
+        if self.truncated:
+            self.notes.append(
+                f"only the first {MAX_SIDE_COPY} bytes of the response were kept for the estimate"
+            )
         return count_text(text) + sum(count_text(t) for t in tools)
 
     def error_text(self) -> str:
@@ -308,42 +370,15 @@ class ResponseReader:
         self._read_json()
         body = self._json
         if isinstance(body, dict):
-            error = body.get("error")
-            if isinstance(error, dict) and isinstance(error.get("message"), str):
-                return f"HTTP {self.status}: {error['message']}"
-            if isinstance(error, str):
-                return f"HTTP {self.status}: {error}"
+            message = _error_message(body.get("error"))
+            if message is not None:
+                return f"HTTP {self.status}: {message}"
         return f"HTTP {self.status}"
 
 
-def _collect(message: dict[str, Any], text: list[str], tools: list[str]) -> None:
-    content = message.get("content")
-    if isinstance(content, str):
-        text.append(content)
-    refusal = message.get("refusal")
-    if isinstance(refusal, str):
-        text.append(refusal)
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            tools.append(
-                "".join(function[k] for k in ("name", "arguments") if isinstance(function.get(k), str))
-            )
-
-
-def _collect_delta(
-    delta: dict[str, Any], choice: int, text: list[str], calls: dict[tuple[int, int], list[str]]
-) -> None:
-    """A streamed delta: text goes to ``text``; tool-call fragments join their call's parts."""
-    for key in ("content", "refusal"):
-        if isinstance(delta.get(key), str):
-            text.append(delta[key])
-    for call in delta.get("tool_calls") or ():
-        if not isinstance(call, dict):
-            continue
-        parts = calls.setdefault((choice, _int(call.get("index"))), [])
-        function = call.get("function")
-        if isinstance(function, dict):
-            for key in ("name", "arguments"):
-                if isinstance(function.get(key), str):
-                    parts.append(function[key])
+def _error_message(error: object) -> str | None:
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:_MAX_ERROR_TEXT]
+    if isinstance(error, str):
+        return error[:_MAX_ERROR_TEXT]
+    return None

@@ -24,20 +24,16 @@ from typing import Any
 import httpx
 
 from costkit.errors import RequestRefused
-from costkit.intercept.accounting import (
-    Call,
-    Hook,
-    Options,
-    Recorder,
-    is_chat_completions,
-    start_call,
-    strip_tags_header,
-)
+from costkit.intercept import inflight
+from costkit.intercept.accounting import Call, is_chat_completions, start_call, strip_tags_header
+from costkit.intercept.encoding import CorruptBody
+from costkit.intercept.options import Hook, Options, Recorder, default_ledger, log_once
 from costkit.intercept.responses import ResponseReader
 from costkit.pricing import PriceBook
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE
 
 log = logging.getLogger("costkit")
+_NOT_FORWARDED = frozenset({"content-encoding", "content-length"})
 
 
 def _options(
@@ -49,33 +45,51 @@ def _options(
     price_book: PriceBook | None,
     hooks: Sequence[Hook],
 ) -> Options:
-    from costkit.intercept.attribution import _checked
+    """Check and resolve a transport's options at set-up, so nothing of this fails per request.
 
+    Raises ``PriceBookError`` for a ``$COSTKIT_PRICES`` file that cannot be read and
+    ``LedgerError`` for a default ledger URL that cannot be right; loads the o200k_base
+    encoding. Bad tags are dropped with one warning (and a note on every row).
+    """
+    from costkit.counting.tokens import get_encoding
+    from costkit.intercept.attribution import checked_tags
+    from costkit.pricing import default_price_book
+
+    book = price_book if price_book is not None else default_price_book()
+    kept, notes = checked_tags(dict(tags or {}), "Transport(tags=)")
+    get_encoding()  # here, not at settle time (a stream settled at exit must not load it)
+    if ledger is None:
+        ledger = _open_default_ledger()
+    inflight.register_exit_settle()
     return Options(
         ledger=ledger,
-        tags=_checked(dict(tags or {})),
+        tags=kept,
+        tag_notes=tuple(notes),
         preflight=preflight,
         context_limit=context_limit,
         default_output_reserve=default_output_reserve,
-        price_book=price_book,
+        price_book=book,
         hooks=tuple(hooks),
     )
 
 
-def _safe_feed(reader: ResponseReader, chunk: bytes) -> bytes:
+def _open_default_ledger() -> Recorder | None:
+    """The default ledger, opened now; None (opened on first use) while its database is down."""
+    from costkit.ledger.errors import DatabaseDown
+
     try:
-        return reader.feed(chunk)
-    except Exception:  # our bug must not break the caller's stream: stop reading our copy
-        log.exception("costkit: could not read a response chunk; forwarding it untouched")
-        reader.fail()
-        return chunk
+        return default_ledger()
+    except DatabaseDown as exc:
+        log.warning("costkit: %s; the default ledger will be opened on first use", exc)
+        return None
 
 
-def _safe_close(reader: ResponseReader, exhausted: bool) -> None:
+def _safe_close(reader: ResponseReader, exhausted: bool | None) -> None:
     try:
-        reader.close(exhausted)
-    except Exception:
-        log.exception("costkit: could not settle a response")
+        reader.close(exhausted, by_caller=True)
+    except Exception as exc:
+        log_once(("close", type(exc).__name__), "could not settle a response", exc)
+    inflight.forget(reader)
 
 
 def _begin(options: Options, request: Any, body: bytes) -> Call | None:
@@ -84,9 +98,17 @@ def _begin(options: Options, request: Any, body: bytes) -> Call | None:
         return start_call(options, request.url.host, request.headers.raw, body)
     except RequestRefused:
         raise
-    except Exception:
-        log.exception("costkit: could not account for a request; sending it as is")
+    except Exception as exc:
+        log_once(("begin", type(exc).__name__), "could not account for a request; sending it as is", exc)
         return None
+
+
+def _feed_failed(reader: ResponseReader, exc: Exception) -> None:
+    """Our bug must not break the caller's stream: stop reading our copy, forward the rest."""
+    log_once(
+        ("feed", type(exc).__name__), "could not read a response chunk; forwarding the rest untouched", exc
+    )
+    reader.fail()
 
 
 class _Configured:
@@ -106,10 +128,10 @@ class _Configured:
         price_book: PriceBook | None = None,
         hooks: Sequence[Hook] = (),
     ) -> None:
-        self.inner = inner if inner is not None else self._default_inner()
         self.options = _options(
             ledger, tags, preflight, context_limit, default_output_reserve, price_book, hooks
         )
+        self.inner = inner if inner is not None else self._default_inner()
 
 
 @functools.cache
@@ -117,16 +139,25 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
     """(sync, async) costkit transports for one httpx-shaped module (``httpx`` or ``httpx2``)."""
 
     class _Stream(hx.SyncByteStream):  # type: ignore[name-defined,misc]
+        """The response body as the caller reads it: each chunk read on the side and forwarded."""
+
         def __init__(self, inner: Any, reader: ResponseReader) -> None:
             self._inner = inner
             self._reader = reader
-            self._exhausted = False
 
         def __iter__(self) -> Iterator[bytes]:
             reader = self._reader
+            feed = reader.feed
             try:
                 for chunk in self._inner:
-                    out = _safe_feed(reader, chunk)
+                    try:
+                        out = feed(chunk)
+                    except CorruptBody as exc:
+                        raise hx.DecodingError(str(exc)) from None
+                    except Exception as exc:
+                        _feed_failed(reader, exc)
+                        feed = reader.passthrough
+                        out = feed(chunk)
                     if out:
                         yield out
             except GeneratorExit:  # the caller stopped reading early
@@ -134,25 +165,37 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             except BaseException:
                 reader.fail()
                 raise
-            self._exhausted = True
+            reader.ended = True
+            rest = reader.pending()
+            if rest:
+                yield rest
 
         def close(self) -> None:
             try:
                 self._inner.close()
             finally:
-                _safe_close(self._reader, self._exhausted)
+                _safe_close(self._reader, None)
 
     class _AsyncStream(hx.AsyncByteStream):  # type: ignore[name-defined,misc]
+        """The asyncio twin of ``_Stream``."""
+
         def __init__(self, inner: Any, reader: ResponseReader) -> None:
             self._inner = inner
             self._reader = reader
-            self._exhausted = False
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             reader = self._reader
+            feed = reader.feed
             try:
                 async for chunk in self._inner:
-                    out = _safe_feed(reader, chunk)
+                    try:
+                        out = feed(chunk)
+                    except CorruptBody as exc:
+                        raise hx.DecodingError(str(exc)) from None
+                    except Exception as exc:
+                        _feed_failed(reader, exc)
+                        feed = reader.passthrough
+                        out = feed(chunk)
                     if out:
                         yield out
             except GeneratorExit:
@@ -160,13 +203,16 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             except BaseException:
                 reader.fail()
                 raise
-            self._exhausted = True
+            reader.ended = True
+            rest = reader.pending()
+            if rest:
+                yield rest
 
         async def aclose(self) -> None:
             try:
                 await self._inner.aclose()
             finally:
-                _safe_close(self._reader, self._exhausted)
+                _safe_close(self._reader, None)
 
     def _rebuild(request: Any, call: Call) -> Any:
         headers = [(k, v) for k, v in call.headers if k.lower() != b"content-length"]
@@ -187,12 +233,17 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             request.method, request.url, headers=kept, stream=request.stream, extensions=request.extensions
         )
 
-    def _response(response: Any, call: Call, stream: Any) -> Any:
+    def _response(response: Any, call: Call, stream_class: Any) -> Any:
         reader = call.tap(response.status_code, response.headers)
+        headers = response.headers
+        if reader.forwards_decoded:  # the caller gets the decoded bytes its httpx would have made
+            headers = [(k, v) for k, v in headers.raw if k.decode("latin-1").lower() not in _NOT_FORWARDED]
+        stream = stream_class(response.stream, reader)
+        inflight.track(stream, reader)
         return hx.Response(
             status_code=response.status_code,
-            headers=response.headers,
-            stream=stream(response.stream, reader),
+            headers=headers,
+            stream=stream,
             extensions=response.extensions,
         )
 

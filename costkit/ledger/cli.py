@@ -1,4 +1,4 @@
-"""``costkit db`` (schema migrations) and ``costkit ledger`` (export, tail, replay).
+"""``costkit db`` (schema migrations) and ``costkit ledger`` (export, tail, replay, reprice).
 
 Both groups and every subcommand take ``--db URL`` (default ``$COSTKIT_DB_URL``,
 else the SQLite ledger in the user data directory). Bad input and an unreachable
@@ -359,3 +359,56 @@ def replay(ctx: click.Context, as_json: bool, spool_dir: Path | None, db_url: st
         click.echo(json.dumps({"spool": str(directory), "rows": result.rows, "rejected": result.rejected}))
     else:
         click.echo(f"replayed {result.rows} spooled row(s) from {directory}; {result.rejected} rejected")
+
+
+@ledger.command()
+@click.option(
+    "--prices", metavar="FILE", help="Price TOML added to the built-in prices (default: $COSTKIT_PRICES)."
+)
+@_since
+@_until
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_db_option
+@click.pass_context
+def reprice(
+    ctx: click.Context,
+    prices: str | None,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+    db_url: str | None,
+) -> None:
+    """Price the unpriced rows a price now exists for (by model, start and host); priced rows stay."""
+    from costkit.errors import PriceBookError
+    from costkit.ledger.reprice import RepriceResult
+    from costkit.ledger.reprice import reprice as run
+    from costkit.money import format_usd
+    from costkit.pricing import PriceBook, default_price_book
+
+    url = _url_of(ctx, db_url)
+    start, end = parse_when(since, "--since"), parse_when(until, "--until")
+    try:
+        book = PriceBook.builtin().with_file(prices) if prices else default_price_book()
+    except PriceBookError as error:
+        raise BadInput(str(error)) from None
+    with _database_errors(url):
+        engine = _read_engine(url)
+        try:
+            result = run(engine, book, start, end) if engine is not None else RepriceResult()
+        finally:
+            if engine is not None:
+                engine.dispose()
+    if as_json:
+        info = {
+            "schema": "costkit.reprice/1",
+            "repriced": result.repriced,
+            "still_unpriced": result.still_unpriced,
+        }
+        click.echo(
+            json.dumps({**info, "cost_nanousd": result.nanousd, "cost_usd": format_usd(result.nanousd)})
+        )
+    else:
+        click.echo(
+            f"repriced {result.repriced} row(s) (${format_usd(result.nanousd)}); "
+            f"{result.still_unpriced} still unpriced"
+        )

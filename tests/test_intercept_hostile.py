@@ -1,0 +1,166 @@
+"""Hostile or odd upstream answers: CRLF events, events split across reads, malformed lines after
+the id, error events inside a 200 stream, bodies that are not JSON, bodies past the side-copy bound.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported from tests.ledger_helpers are re-bound as arguments)
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+import costkit
+from costkit.intercept import responses
+from tests.fakeupstream import count_completion
+from tests.ledger_helpers import pg_schema, pg_url  # noqa: F401
+from tests.test_intercept import (
+    BODY_MESSAGES,
+    create,
+    expected_prompt,
+    ledger,
+    normalised,
+    rows,
+    sdk,
+    upstream,
+)
+
+__all__ = ["ledger", "upstream"]
+
+INPUT, OUTPUT = 2000, 8000  # nano-USD per token, gpt-4.1
+STREAM_PROMPT = {"stream": True, "stream_options": {"include_usage": True}}
+
+SHAPES = {
+    "crlf": {"X-Fake-Line-Ending": "crlf"},
+    "split": {"X-Fake-Write-Size": "7"},
+    "crlf split": {"X-Fake-Line-Ending": "crlf", "X-Fake-Write-Size": "5"},
+    "gzip split": {"X-Fake-Encoding": "gzip", "X-Fake-Force-Encoding": "1", "X-Fake-Write-Size": "3"},
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_odd_event_framing_is_read_exactly_and_hides_the_usage_chunk(upstream, ledger, shape):
+    chunks = list(create(sdk(upstream, ledger), "sse", SHAPES[shape], stream=True))
+    assert chunks and all(chunk.choices for chunk in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    (row,) = rows(ledger)
+    prompt, completion = expected_prompt(**STREAM_PROMPT), count_completion(text).tokens
+    assert (row["status"], row["usage_source"]) == ("ok", "provider")
+    assert (row["input_tokens"], row["output_tokens"]) == (prompt, completion)
+    assert row["cost_nanousd"] == prompt * INPUT + completion * OUTPUT
+
+
+@pytest.mark.parametrize("shape", ["crlf", "split", "crlf split"])
+def test_odd_event_framing_reaches_the_caller_byte_for_byte(upstream, ledger, shape):
+    body = {"model": "gpt-4.1", "messages": BODY_MESSAGES, "stream": True}
+    headers = {"X-Fake-Scenario": "sse", **SHAPES[shape]}
+    url = f"{upstream.base_url}/chat/completions"
+    with httpx.Client() as bare, bare.stream("POST", url, json=body, headers=headers) as response:
+        expected = b"".join(response.iter_raw())
+    client = costkit.wrap(httpx.Client(), ledger=ledger)
+    with client.stream("POST", url, json=body, headers=headers) as response:
+        got = b"".join(response.iter_raw())
+    assert normalised(got) == normalised(expected)
+    assert rows(ledger)[0]["usage_source"] == "provider"
+
+
+def test_a_malformed_line_after_the_id_is_partial_through_the_sdk(upstream, ledger):
+    bare = openai.OpenAI(base_url=upstream.base_url, api_key="sk-test", max_retries=0)
+    with pytest.raises(Exception) as without:
+        list(create(bare, "sse_malformed_after_id", stream=True))
+    with pytest.raises(Exception) as wrapped:
+        list(create(sdk(upstream, ledger), "sse_malformed_after_id", stream=True))
+    assert type(wrapped.value) is type(without.value)
+    (row,) = rows(ledger)
+    assert row["status"] == "partial"
+    assert "the caller's read ended in JSONDecodeError" in row["notes"]
+    assert row["cost_nanousd"] > 0
+
+
+def test_an_error_event_inside_a_200_stream_is_partial_with_its_message(upstream, ledger):
+    with pytest.raises(openai.APIError, match="overloaded mid-stream"):
+        list(create(sdk(upstream, ledger), "sse_error_event", stream=True))
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"]) == ("partial", 200)
+    assert row["error"] == "The model overloaded mid-stream."
+    assert row["cost_nanousd"] > 0
+
+
+def test_an_error_event_read_by_a_raw_client_is_partial_too(upstream, ledger):
+    client = costkit.wrap(httpx.Client(), ledger=ledger)
+    body = {"model": "gpt-4.1", "messages": BODY_MESSAGES, "stream": True}
+    headers = {"X-Fake-Scenario": "sse_error_event"}
+    with client.stream(
+        "POST", f"{upstream.base_url}/chat/completions", json=body, headers=headers
+    ) as response:
+        data = b"".join(response.iter_bytes())
+    assert data.rstrip().endswith(b"data: [DONE]")
+    (row,) = rows(ledger)
+    assert row["status"] == "partial" and row["error"] == "The model overloaded mid-stream."
+
+
+def test_a_200_body_that_is_not_json_is_partial_estimated_and_noted(upstream, ledger):
+    client = costkit.wrap(httpx.Client(), ledger=ledger)
+    body = {"model": "gpt-4.1", "messages": BODY_MESSAGES, "stream": False}
+    response = client.post(
+        f"{upstream.base_url}/chat/completions", json=body, headers={"X-Fake-Scenario": "json_not_json"}
+    )
+    assert response.status_code == 200 and response.content.startswith(b"<html>")
+    (row,) = rows(ledger)
+    prompt = expected_prompt(stream=False)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "partial",
+        "estimated",
+        prompt,
+        0,
+    )
+    assert row["cost_nanousd"] == prompt * INPUT
+    assert "response body is not JSON" in row["notes"]
+
+
+def test_a_stream_past_the_side_copy_bound_is_still_accounted_from_its_usage(upstream, ledger, monkeypatch):
+    monkeypatch.setattr(responses, "MAX_SIDE_COPY", 2000)
+    headers = {"X-Fake-Completion-Words": "400"}
+    chunks = list(create(sdk(upstream, ledger), "sse", headers, stream=True))
+    assert all(chunk.choices for chunk in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    (row,) = rows(ledger)
+    assert row["usage_source"] == "provider"
+    assert row["output_tokens"] == count_completion(text).tokens  # the usage at the end was still read
+    assert row["status"] == "ok"  # the caller got it all; only costkit's copy was cut
+
+
+def test_a_plain_body_past_the_side_copy_bound_is_forwarded_whole_and_noted(upstream, ledger, monkeypatch):
+    monkeypatch.setattr(responses, "MAX_SIDE_COPY", 500)
+    reply = create(sdk(upstream, ledger), "json", stream=False)
+    assert reply.choices[0].message.content
+    (row,) = rows(ledger)
+    assert row["status"] == "partial" and row["usage_source"] == "estimated"
+    assert "response body over 500 bytes: not read" in row["notes"]
+    assert row["cost_nanousd"] == expected_prompt(stream=False) * INPUT
+
+
+def test_an_error_object_in_a_200_answer_is_partial_with_its_message(upstream, ledger):
+    client = costkit.wrap(httpx.Client(), ledger=ledger)
+    body = {"model": "gpt-4.1", "messages": BODY_MESSAGES, "stream": False}
+    response = client.post(
+        f"{upstream.base_url}/chat/completions", json=body, headers={"X-Fake-Scenario": "json_error_200"}
+    )
+    assert response.status_code == 200 and "error" in response.json()
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"]) == ("partial", "The model overloaded mid-stream.")
+
+
+def test_hostile_text_with_nul_bytes_still_reaches_postgresql(upstream, pg_schema, tmp_path):
+    book = costkit.Ledger(pg_url(pg_schema), spool_dir=tmp_path / "spool")
+    try:
+        client = sdk(upstream, book)
+        message = json.dumps("overloaded\u0000 again, key sk-proj-AAAAbbbbCCCCdddd1111")
+        with pytest.raises(openai.APIError):
+            list(create(client, "sse_error_event", {"X-Fake-Error-Message": message}, stream=True))
+        (row,) = rows(book)
+    finally:
+        book.close()
+    assert row["error"] == "overloaded again, key sk-[redacted]"
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
