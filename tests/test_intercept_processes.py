@@ -21,9 +21,10 @@ import costkit
 from costkit.ledger.errors import LedgerError
 from costkit.ledger.schema import requests_table
 from tests.fakeupstream import count_text
+from tests.ledger_helpers import TcpProxy, ids_in_ledger, pg_schema, pg_url
 from tests.test_intercept import BODY_MESSAGES, expected_prompt, ledger, rows, upstream
 
-__all__ = ["ledger", "upstream"]
+__all__ = ["ledger", "pg_schema", "upstream"]
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT, OUTPUT = 2000, 8000  # nano-USD per token, gpt-4.1
@@ -163,3 +164,41 @@ def test_a_stream_settled_at_exit_is_not_settled_again_when_closed(upstream, led
     stream.close()
     (row,) = rows(ledger)
     assert row["status"] == "partial" and "stream still open at interpreter exit" in row["notes"]
+
+
+THROUGH_A_DOWN_LEDGER = """
+import sys, time, openai, costkit
+client = costkit.wrap(openai.OpenAI(base_url=sys.argv[1], api_key="sk-test", max_retries=0))
+for i in range(3):
+    start = time.perf_counter()
+    client.chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": "Name three prime numbers."}], stream=False,
+        extra_headers={"X-Fake-Scenario": "json"},
+    )
+    print(round(time.perf_counter() - start, 3), flush=True)
+"""
+
+
+def test_requests_never_wait_for_a_black_holed_ledger_database_and_their_rows_arrive_later(
+    upstream, tmp_path, pg_schema
+):
+    """``COSTKIT_DB_URL`` at a host that accepts and never answers: the issue saw 10 s a request."""
+    proxy = TcpProxy()
+    proxy.blackhole()
+    try:
+        url = pg_url(pg_schema, proxy.port) + "&connect_timeout=2"
+        done = run(THROUGH_A_DOWN_LEDGER, tmp_path, upstream.base_url, COSTKIT_DB_URL=url)
+        assert done.returncode == 0, done.stderr
+        waits = [float(line) for line in done.stdout.split()]
+        assert len(waits) == 3 and max(waits) < 0.5, waits  # the first includes the SDK's own warm-up
+        assert "Traceback" not in done.stderr
+        said = done.stderr.strip().splitlines()
+        assert len(said) == 1 and said[0].startswith("costkit ledger: ") and "spool" in said[0], said
+        proxy.restore()
+        replay = "from costkit.cli import main; main(['ledger', 'replay', '--json'])"
+        replayed = run(replay, tmp_path, COSTKIT_DB_URL=url)
+        assert replayed.returncode == 0, replayed.stderr
+        assert json.loads(replayed.stdout)["rows"] == 3
+    finally:
+        proxy.close()
+    assert len(ids_in_ledger(pg_url(pg_schema))) == 3

@@ -59,7 +59,7 @@ def _options(
     kept, notes = checked_tags(dict(tags or {}), "Transport(tags=)")
     get_encoding()  # here, not at settle time (a stream settled at exit must not load it)
     if ledger is None:
-        ledger = _open_default_ledger()
+        ledger = default_ledger()  # never waits on its database; a URL that cannot be right raises here
     inflight.register_exit_settle()
     return Options(
         ledger=ledger,
@@ -71,17 +71,6 @@ def _options(
         price_book=book,
         hooks=tuple(hooks),
     )
-
-
-def _open_default_ledger() -> Recorder | None:
-    """The default ledger, opened now; None (opened on first use) while its database is down."""
-    from costkit.ledger.errors import DatabaseDown
-
-    try:
-        return default_ledger()
-    except DatabaseDown as exc:
-        log.warning("costkit: %s; the default ledger will be opened on first use", exc)
-        return None
 
 
 def _safe_close(reader: ResponseReader, exhausted: bool | None) -> None:
