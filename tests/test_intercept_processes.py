@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -202,3 +203,30 @@ def test_requests_never_wait_for_a_black_holed_ledger_database_and_their_rows_ar
     finally:
         proxy.close()
     assert len(ids_in_ledger(pg_url(pg_schema))) == 3
+
+
+def test_a_stream_open_when_sigterm_arrives_is_settled_partial_and_kept(upstream, tmp_path):
+    """The service is stopped (SIGTERM) mid-stream: the stream's row is spooled on the way out."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("COSTKIT_DB_URL", "COSTKIT_PRICES")}
+    environ.update(XDG_DATA_HOME=str(tmp_path / "data"), PYTHONPATH=str(REPO))
+    code = OPEN_AT_EXIT + "import time\ntime.sleep(60)\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, upstream.base_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+        cwd=REPO,
+    )
+    received = child.stdout.readline().rstrip("\n")  # two chunks read; the stream is open
+    child.send_signal(signal.SIGTERM)
+    _out, err = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGTERM, err  # still "killed by SIGTERM"
+    assert "Traceback" not in err, err
+    replayed = run("from costkit.cli import main; main(['ledger', 'replay', '--json'])", tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    (row,) = default_ledger_rows(tmp_path)
+    output = count_text(received)
+    assert received and output > 0
+    assert (row["status"], row["output_tokens"]) == ("partial", output)
+    assert row["cost_nanousd"] == row["input_tokens"] * INPUT + output * OUTPUT > 0
