@@ -59,14 +59,27 @@ def tidy_row(row: Row) -> None:
     ``tags`` is not a mapping at all. The row's ``tags`` becomes a dict of its own,
     so a tags dict the caller shares with other rows is never changed.
     """
-    if not isinstance(row.tags, Mapping):
+    if type(row.tags) is not dict and not isinstance(row.tags, Mapping):
         raise ValueError(f"row.tags must be a mapping of strings to strings, not {type(row.tags).__name__}")
     row.tags, notes = clean_tags(row.tags, "Row.tags")
-    for name in _TEXTS:
-        value = getattr(row, name)
-        if isinstance(value, str) and _UNSTORABLE.search(value):
-            setattr(row, name, storable(value))
-            notes.append(f"{name}: NUL or unpaired surrogate characters replaced by U+FFFD")
+    texts = (
+        row.request_id,
+        row.response_id,
+        row.model,
+        row.endpoint_host,
+        row.price_id,
+        row.error,
+        row.notes,
+        row.prompt_text,
+        row.completion_text,
+    )
+    # One search over all of them in the common case (nothing to replace); field by field otherwise.
+    if _UNSTORABLE.search("".join([t for t in texts if isinstance(t, str)])) is not None:
+        for name in _TEXTS:
+            value = getattr(row, name)
+            if isinstance(value, str) and _UNSTORABLE.search(value):
+                setattr(row, name, storable(value))
+                notes.append(f"{name}: NUL or unpaired surrogate characters replaced by U+FFFD")
     if row.x_metrics is not None:
         problem = _json_problem(row.x_metrics)
         if problem is not None:

@@ -21,6 +21,7 @@ USAGE_SOURCES: tuple[str, ...] = ("provider", "estimated")
 MAX_TAG_LENGTH = 200
 """The longest tag key or value, in characters, by every way in (context, header, transport, row)."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSAFE_TAG_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def new_request_id() -> str:
@@ -95,6 +96,15 @@ def clean_tags(tags: Mapping[Any, Any], source: str) -> tuple[dict[str, str], li
     kept: dict[str, str] = {}
     notes: list[str] = []
     for key, value in tags.items():
+        if (  # the common case, decided without a call: short text, no NUL, no surrogate
+            type(key) is str
+            and type(value) is str
+            and 0 < len(key) <= MAX_TAG_LENGTH
+            and len(value) <= MAX_TAG_LENGTH
+            and _UNSAFE_TAG_TEXT.search(key + value) is None
+        ):
+            kept[key] = value
+            continue
         if isinstance(value, (bool, int, float)):
             value = str(value)
         problem = _tag_problem(key, value)
