@@ -433,15 +433,3 @@ class Writer:
             log.info("costkit ledger: the database answers again; replaying the spool")
         self._down = False
         self._delay = FIRST_RETRY_S
-
-    def _after_fork_in_child(self) -> None:
-        # The parent still owns (and will write) the rows queued before the fork.
-        self.store.engine.dispose(close=False)
-        was_open = self._accepting
-        self._init_state()
-        self._replay_wanted = self.spool.has_pending()
-        if was_open:
-            self._start()
-        else:
-            self._accepting = False
-            self._stopping = True
