@@ -15,6 +15,7 @@ import pytest
 from costkit.ledger import Ledger
 from tests.ledger_helpers import (  # noqa: F401
     HEAD_REVISION,
+    child_env,
     db_url,
     make_row,
     pg_schema,
@@ -63,6 +64,18 @@ def test_a_mistyped_path_is_one_line_and_creates_nothing(tmp_path: Path, args: l
     line = _one_line(run_costkit(*args, "--db", str(typo)))
     assert str(typo) in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_the_default_ledger_before_any_client_created_it_is_no_error(tmp_path: Path) -> None:
+    """A newcomer's first `costkit ledger tail`: nothing recorded yet, exit 0, and nothing created."""
+    env = child_env(XDG_DATA_HOME=str(tmp_path / "data"))
+    tail = run_costkit("ledger", "tail", env=env)
+    assert tail.returncode == 0, tail.stderr
+    assert tail.stdout == ""
+    assert tail.stderr.strip().startswith("no rows in the ledger at ") and "not created yet" in tail.stderr
+    exported = run_costkit("ledger", "export", "--format", "jsonl", env=env)
+    assert (exported.returncode, exported.stdout) == (0, "")
+    assert not (tmp_path / "data").exists()
 
 
 def _filled(path: Path, journal: str = "wal") -> None:

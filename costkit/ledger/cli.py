@@ -115,6 +115,18 @@ def _existing_engine(url: Any) -> Any:
     return make_read_engine(url)
 
 
+def _default_ledger_not_created_yet(url: Any) -> bool:
+    """The embedded default ledger (no ``--db``, no ``$COSTKIT_DB_URL``) that no client created yet."""
+    import os
+
+    from costkit.ledger.location import ENV_DB_URL, default_sqlite_path, sqlite_file
+
+    if os.environ.get(ENV_DB_URL):
+        return False
+    path = sqlite_file(url)
+    return path is not None and path == default_sqlite_path() and not path.exists()
+
+
 def _read_engine(url: Any) -> Any:
     """An engine on an existing ledger (read commands never migrate); None when it has no schema yet."""
     from costkit.ledger import migrate
@@ -140,6 +152,8 @@ def _rows(
     from costkit.ledger.query import read_rows
 
     start, end, tags = parse_when(since, "--since"), parse_when(until, "--until"), parse_tags(tag)
+    if _default_ledger_not_created_yet(url):
+        return []  # a fresh machine: nothing recorded yet is no error (a path the user typed is)
     with _database_errors(url):
         engine = _read_engine(url)
         if engine is None:
@@ -338,7 +352,12 @@ def tail(
     elif rows:
         click.echo(tail_table(rows))
     else:
-        click.echo(f"no rows in the ledger at {safe_url(url)}", err=True)
+        created = (
+            ""
+            if not _default_ledger_not_created_yet(url)
+            else " (not created yet: a wrapped client creates it)"
+        )
+        click.echo(f"no rows in the ledger at {safe_url(url)}{created}", err=True)
 
 
 @ledger.command()
