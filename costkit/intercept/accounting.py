@@ -31,6 +31,7 @@ from costkit.intercept.options import Options, log_once
 from costkit.intercept.redact import redact, secrets_of
 from costkit.intercept.responses import ResponseReader
 from costkit.intercept.usage import charged_tokens
+from costkit.ledger.lifecycle import settling
 from costkit.ledger.row import Row, Status, new_request_id
 from costkit.pricing import canonical_model
 from costkit.verdict import Preflight, preflight
@@ -220,6 +221,12 @@ class Call:
         http_status: int | None,
         error: str | None = None,
         reader: ResponseReader | None = None,
+    ) -> None:
+        with settling():  # a SIGTERM now waits until the row is in the ledger's hands
+            self._finish_once(status, http_status, error, reader)
+
+    def _finish_once(
+        self, status: Status, http_status: int | None, error: str | None, reader: ResponseReader | None
     ) -> None:
         with self._settle_lock:
             if self._settled:

@@ -31,6 +31,7 @@ from costkit.intercept.encoding import CorruptBody, Decoder
 from costkit.intercept.output import message_output, stream_output
 from costkit.intercept.sse import DONE, SSEScanner
 from costkit.intercept.usage import Usage, clean_metrics, parse_usage
+from costkit.ledger.lifecycle import settling
 
 MAX_SIDE_COPY = 64 * 1024 * 1024
 """Bytes of a response body kept on the side for its estimate (the caller gets every byte)."""
@@ -277,10 +278,14 @@ class ResponseReader:
         caller closed it; a close while an exception is on its way through the caller's code
         (the SDK closes the response in a ``finally``) means its read did not finish.
         """
-        with _close_lock:
-            if self._closed:
-                return
-            self._closed = True
+        with settling():  # a SIGTERM now waits until the row is made (see ledger.lifecycle)
+            with _close_lock:
+                if self._closed:
+                    return
+                self._closed = True
+            self._settle(exhausted, interrupted, by_caller)
+
+    def _settle(self, exhausted: bool | None, interrupted: str | None, by_caller: bool) -> None:
         self.exhausted = self.ended if exhausted is None else exhausted
         self.interrupted = interrupted
         if by_caller and interrupted is None and not self.exhausted:

@@ -2,7 +2,8 @@
 
 * **Exit**: an ``atexit`` hook runs the ``before_drain`` callbacks, then closes
   (drains) every open writer. ``multiprocessing`` children leave through
-  ``os._exit``, so their writers are closed by a ``multiprocessing`` finalizer.
+  ``os._exit``, so a ``multiprocessing`` finalizer does the same there (callbacks, then
+  drain): a response such a child dropped unclosed still becomes a row.
 * **Fork** (``os.register_at_fork``): before the fork, each writer's write lock is
   taken, so no SQLite transaction is in flight in the copied connections; after
   it, the parent carries on and the child keeps the inherited connections
@@ -16,6 +17,10 @@
   a Python handler is called; the default is restored and the signal re-raised,
   so the process still dies "killed by SIGTERM". A handler the application installs
   later replaces this one and is never replaced back. Forked children inherit it.
+  A SIGTERM that lands while the main thread is inside ``settling()`` (a response
+  being turned into a row, or the exit drain) is held and delivered when that ends:
+  the handler could not finish a row already marked settled. Other threads' settles
+  get up to ``SETTLE_WAIT_S`` to land in the queue before the spill.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
@@ -96,12 +102,13 @@ def _run_before_drain() -> None:
 
 def _close_all() -> None:
     """At interpreter exit (after non-daemon threads finished): drain every open writer."""
-    _run_before_drain()
-    for writer in list(_live):
-        try:
-            writer.close()
-        except Exception:
-            log.exception("costkit ledger: could not drain the writer at exit")
+    with settling():
+        _run_before_drain()
+        for writer in list(_live):
+            try:
+                writer.close()
+            except Exception:
+                log.exception("costkit ledger: could not drain the writer at exit")
 
 
 def _before_fork() -> None:
@@ -135,10 +142,22 @@ def _install_process_hooks() -> None:
             )
 
 
-def _finalize_in_mp_child(writer: Managed) -> None:
+_mp_exit_pid = 0
+
+
+def _finalize_in_mp_child(_writer: Managed) -> None:
+    """In a ``multiprocessing`` child: at its exit (``os._exit``, no atexit), do what atexit would.
+
+    The ``before_drain`` callbacks run too, so a response the child dropped unclosed (garbage
+    the cyclic collector has not reached yet) is settled before the writers drain.
+    """
+    global _mp_exit_pid
+    if _mp_exit_pid == os.getpid():
+        return
+    _mp_exit_pid = os.getpid()
     import multiprocessing.util
 
-    multiprocessing.util.Finalize(writer, writer.close, exitpriority=10)
+    multiprocessing.util.Finalize(None, _close_all, exitpriority=10)
 
 
 def _install_sigterm_handler() -> None:
@@ -173,7 +192,46 @@ def spill_all() -> None:
         terminating = False
 
 
+_busy: dict[int, int] = {}  # thread ident -> depth of settling sections it is inside
+_deferred = False
+SETTLE_WAIT_S = 1.0
+"""How long the SIGTERM handler waits for other threads to finish a settle already under way."""
+
+
+@contextlib.contextmanager
+def settling() -> Iterator[None]:
+    """Mark a section that turns in-flight work into rows (a response's settle, the exit drain).
+
+    A SIGTERM that interrupts the main thread inside one is held until the section ends, then
+    delivered: killing the process halfway would lose the row being made, and the handler
+    cannot finish that row itself (it is marked settled already). Dict operations only, so
+    a signal handler can read the marks without taking a lock.
+    """
+    global _deferred
+    ident = threading.get_ident()
+    _busy[ident] = _busy.get(ident, 0) + 1
+    try:
+        yield
+    finally:
+        depth = _busy.get(ident, 1) - 1
+        if depth:
+            _busy[ident] = depth
+        else:
+            _busy.pop(ident, None)
+            if _deferred and ident == threading.main_thread().ident:
+                _deferred = False
+                os.kill(os.getpid(), signal.SIGTERM)  # now: the handler spills and chains
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _deferred
+    main = threading.main_thread().ident
+    if main is not None and _busy.get(main):
+        _deferred = True  # the main thread is inside a settle: delivered when it ends
+        return
+    deadline = time.monotonic() + SETTLE_WAIT_S
+    while any(ident != main for ident in list(_busy)) and time.monotonic() < deadline:
+        time.sleep(0.005)  # another thread is making a row: let it land in the queue first
     spill_all()
     previous = _previous_sigterm
     if callable(previous):
