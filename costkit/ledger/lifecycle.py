@@ -124,6 +124,10 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     from costkit.ledger.engine import keep_inherited_connections
 
+    mine = threading.get_ident()  # the other threads' marks are of threads the child does not have
+    for ident in [i for i in list(_busy) if i != mine]:
+        _busy.pop(ident, None)
+
     keep_inherited_connections()
     for writer in list(_live):
         writer.after_fork_in_child()
