@@ -110,7 +110,7 @@ STATUS_HEADER = "x-fake-status"
 """``X-Fake-Status: 401`` answers 401 and echoes the caller's key in the message, as some providers do."""
 ABSENT = "$absent"
 """In ``X-Fake-Usage``, a field whose value is this string is left out of the usage object."""
-ENCODINGS = ("gzip", "deflate", "deflate-raw", "x-unknown")
+ENCODINGS = ("gzip", "deflate", "deflate-raw", "br", "zstd", "x-unknown")
 """``deflate-raw`` is sent as ``deflate`` without the zlib wrapper (as some servers do);
 ``x-unknown`` is a coding no client knows (gzip bytes under another name)."""
 
@@ -466,6 +466,8 @@ class _Exchange:
         """A compressobj for ``self.encoding`` (None: identity)."""
         if self.encoding is None:
             return None
+        if self.encoding in ("br", "zstd"):
+            return _StreamCompressor(self.encoding)
         if self.encoding == "deflate":
             return zlib.compressobj()
         if self.encoding == "deflate-raw":
@@ -634,6 +636,36 @@ class _Exchange:
             for j, piece in enumerate(pieces):
                 end = final and j == len(pieces) - 1
                 write(b"%x\r\n%b\r\n%b" % (len(piece), piece, b"0\r\n\r\n" if end else b""))
+
+
+class _StreamCompressor:
+    """zlib's ``compress``/``flush(mode)`` for br (``brotli``) and zstd (``zstandard``)."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        if encoding == "br":
+            import brotli
+
+            self._br = brotli.Compressor()
+        else:
+            import zstandard
+
+            self._zstd = zstandard.ZstdCompressor().compressobj()
+
+    def compress(self, data: bytes) -> bytes:
+        return bytes(self._br.process(data) if self.encoding == "br" else self._zstd.compress(data))
+
+    def flush(self, mode: int = zlib.Z_FINISH) -> bytes:
+        if self.encoding == "br":
+            return bytes(self._br.finish() if mode == zlib.Z_FINISH else self._br.flush())
+        import zstandard
+
+        finish = mode == zlib.Z_FINISH
+        return bytes(
+            self._zstd.flush(
+                zstandard.COMPRESSOBJ_FLUSH_FINISH if finish else zstandard.COMPRESSOBJ_FLUSH_BLOCK
+            )
+        )
 
 
 _NO_OVERRIDE: Any = object()

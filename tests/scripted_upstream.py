@@ -34,7 +34,7 @@ class Answer:
 
     ``chunked`` sends each piece as one HTTP chunk; otherwise the body has a Content-Length.
     ``cut`` closes the connection after the pieces, without the terminating chunk.
-    ``encoding`` compresses the whole body (``gzip`` or ``deflate``) before it is cut into
+    ``encoding`` compresses the whole body (``gzip``, ``deflate``, ``br`` or ``zstd``) before it is cut into
     pieces, whatever the client's Accept-Encoding said.
     """
 
@@ -52,6 +52,14 @@ def compress(data: bytes, encoding: str) -> bytes:
         return zlib.compress(data, wbits=31)
     if encoding == "deflate":
         return zlib.compress(data)
+    if encoding == "br":
+        import brotli
+
+        return bytes(brotli.compress(data))
+    if encoding == "zstd":
+        import zstandard
+
+        return bytes(zstandard.ZstdCompressor().compress(data))
     raise ValueError(f"unknown encoding {encoding!r}")
 
 

@@ -30,7 +30,7 @@ from tests.test_intercept import (
 __all__ = ["ledger", "upstream"]
 
 INPUT, OUTPUT = 2000, 8000  # nano-USD per token, gpt-4.1
-ENCODINGS = ["gzip", "deflate", "deflate-raw"]
+ENCODINGS = ["gzip", "deflate", "deflate-raw", "br", "zstd"]  # every coding httpx decodes (dev extras)
 
 
 def forced(encoding: str) -> dict[str, str]:

@@ -428,7 +428,7 @@ class SsePlan:
 
 
 cut_points = st.lists(st.integers(0, 4000), max_size=6).map(tuple)
-encodings = st.sampled_from([None, None, None, "gzip", "deflate"])
+encodings = st.sampled_from([None, None, None, "gzip", "deflate", "br", "zstd"])
 json_plans = st.builds(
     JsonPlan,
     status=st.sampled_from([200, 200, 200, 200, 401, 500]),
