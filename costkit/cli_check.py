@@ -21,7 +21,7 @@ from costkit.counting.bodyfile import iter_bodies
 from costkit.counting.requests import count_request
 from costkit.errors import CostkitError
 from costkit.money import format_usd, to_usd
-from costkit.pricing import PRICES_ENV, PriceBook, default_price_book
+from costkit.pricing import PRICES_ENV, price_book_from
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE, preflight
 
 # JSONL files at least this large show a progress bar on stderr.
@@ -62,12 +62,6 @@ def _bodies(paths: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
                 yield from iter_bodies(stream, name, progress)
             except CostkitError as exc:
                 raise BadInput(str(exc)) from None
-
-
-def _price_book(prices: str | None) -> PriceBook:
-    if prices is None:
-        return default_price_book()
-    return PriceBook.builtin().with_file(prices)
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -178,7 +172,7 @@ def check(
     """
     limit_usd = _max_usd(max_usd)
     try:
-        book = _price_book(prices)
+        book = price_book_from(prices)
     except CostkitError as exc:
         raise BadInput(str(exc)) from None
     verdicts = []

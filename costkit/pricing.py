@@ -379,6 +379,11 @@ def default_price_book() -> PriceBook:
     return book
 
 
+def price_book_from(path: str | os.PathLike[str] | None) -> PriceBook:
+    """The prices a ``--prices FILE`` option means: built-in plus ``path``, else ``default_price_book()``."""
+    return default_price_book() if path is None else PriceBook.builtin().with_file(path)
+
+
 def cost(
     model: str,
     input_tokens: int,

@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import Any
 
 from costkit.errors import ContextWindowExceeded, CostkitError, RequestRefused
 from costkit.intercept.attribution import (
@@ -29,21 +30,17 @@ from costkit.intercept.attribution import (
 )
 from costkit.intercept.options import Options, log_once
 from costkit.intercept.redact import redact, secrets_of
-from costkit.intercept.responses import ResponseReader
+from costkit.intercept.responses import MAX_ERROR_TEXT, ResponseReader
 from costkit.intercept.usage import charged_tokens
 from costkit.ledger.lifecycle import settling
 from costkit.ledger.row import Row, Status, new_request_id
-from costkit.pricing import canonical_model
+from costkit.pricing import canonical_model, cost
 from costkit.verdict import Preflight, preflight
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("costkit")
 
 CHAT_COMPLETIONS_SUFFIX = "/chat/completions"
 _TAGS_HEADER_BYTES = TAGS_HEADER.encode()
-_MAX_ERROR_TEXT = 500
 _MAX_NOTES_TEXT = 2000
 
 
@@ -93,7 +90,6 @@ class Call:
         self._t0 = time.perf_counter()
         self.host = host
         self.headers, header_tags = strip_tags_header(headers)
-        self.secrets = secrets_of(self.headers)
         self.had_tags_header = header_tags is not None
         self.body_bytes = body
         self.send_body = body
@@ -109,6 +105,11 @@ class Call:
             header, notes = parse_tags_header(header_tags)
             self.tags.update(header)
             self.notes += notes
+
+    @cached_property
+    def secrets(self) -> tuple[str, ...]:
+        """The caller's credential values, to redact from what is stored or logged (read when needed)."""
+        return secrets_of(self.headers)
 
     @property
     def model(self) -> str:
@@ -244,7 +245,7 @@ class Call:
                 endpoint_host=self.host,
                 error="costkit accounting failed",
             )
-        _sanitise(row, self.secrets)
+        _sanitise(row, self.secrets if row.error or row.notes else ())
         self.options.record(row)
         for hook in self.options.hooks:
             try:
@@ -315,8 +316,6 @@ class Call:
 
     def _price(self, row: Row) -> None:
         """Price the row's tokens by its model, start time and host; unpriced (with why) if none applies."""
-        from costkit.pricing import cost
-
         try:
             charged = cost(
                 row.model,
@@ -342,7 +341,7 @@ def _text(value: str, secrets: Sequence[str], limit: int) -> str:
 def _sanitise(row: Row, secrets: Sequence[str]) -> None:
     """Every text the upstream or the request could put in a row, made safe to store."""
     if row.error:
-        row.error = _text(row.error, secrets, _MAX_ERROR_TEXT)
+        row.error = _text(row.error, secrets, MAX_ERROR_TEXT)
     if row.notes:
         row.notes = _text(row.notes, secrets, _MAX_NOTES_TEXT)
     if row.response_id:

@@ -58,7 +58,7 @@ def _zstd() -> Decompress | None:
         import zstandard  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
-    return zstandard.ZstdDecompressor().decompressobj().decompress  # type: ignore[no-any-return]
+    return zstandard.ZstdDecompressor().decompressobj().decompress  # type: ignore[no-any-return,unused-ignore]
 
 
 _FACTORIES: dict[str, Callable[[], Decompress | None]] = {

@@ -35,7 +35,8 @@ from costkit.ledger.lifecycle import settling
 
 MAX_SIDE_COPY = 64 * 1024 * 1024
 """Bytes of a response body kept on the side for its estimate (the caller gets every byte)."""
-_MAX_ERROR_TEXT = 500
+MAX_ERROR_TEXT = 500
+"""The longest error text a row keeps."""
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _USAGE_WINDOW = 96  # bytes at the end of a chunk where its "usage":null sits (after choices, before padding)
 _close_lock = threading.Lock()
@@ -383,7 +384,7 @@ class ResponseReader:
 
 def _error_message(error: object) -> str | None:
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])[:_MAX_ERROR_TEXT]
+        return str(error["message"])[:MAX_ERROR_TEXT]
     if isinstance(error, str):
-        return error[:_MAX_ERROR_TEXT]
+        return error[:MAX_ERROR_TEXT]
     return None

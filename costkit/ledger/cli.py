@@ -56,6 +56,7 @@ def _database_errors(url: Any) -> Iterator[None]:
     """Turn an unreachable or unusable database into one line and exit 2."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from costkit.ledger.engine import first_line
     from costkit.ledger.errors import LedgerError
     from costkit.ledger.location import safe_url
 
@@ -66,8 +67,7 @@ def _database_errors(url: Any) -> Iterator[None]:
     except ModuleNotFoundError as error:
         raise BadInput(f"{error}: for PostgreSQL install 'costkit[postgres]'") from None
     except SQLAlchemyError as error:
-        first = str(getattr(error, "orig", None) or error).strip().splitlines()
-        raise BadInput(f"ledger database {safe_url(url)}: {first[0] if first else error}") from None
+        raise BadInput(f"ledger database {safe_url(url)}: {first_line(error)}") from None
     except OSError as error:  # the spool directory, the SQLite directory: a path the user can fix
         raise BadInput(f"{error.filename or safe_url(url)}: {error.strerror or error}") from None
 
@@ -402,12 +402,12 @@ def reprice(
     from costkit.ledger.reprice import RepriceResult
     from costkit.ledger.reprice import reprice as run
     from costkit.money import format_usd
-    from costkit.pricing import PriceBook, default_price_book
+    from costkit.pricing import price_book_from
 
     url = _url_of(ctx, db_url)
     start, end = parse_when(since, "--since"), parse_when(until, "--until")
     try:
-        book = PriceBook.builtin().with_file(prices) if prices else default_price_book()
+        book = price_book_from(prices)
     except PriceBookError as error:
         raise BadInput(str(error)) from None
     with _database_errors(url):

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, select, update
+from sqlalchemy import Row, bindparam, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql.elements import ColumnElement
 
 from costkit.errors import InvalidUsage, UnknownModel
-from costkit.ledger.query import TimeBound, utc_bound
+from costkit.ledger.query import TimeBound, select_requests
 from costkit.ledger.schema import requests_table
 from costkit.pricing import PriceBook
 
@@ -44,12 +43,7 @@ def _candidates(
     engine: Engine, since: TimeBound, until: TimeBound, batch_size: int
 ) -> Iterator[list[Row[Any]]]:
     table = requests_table
-    conditions: list[ColumnElement[bool]] = [table.c.price_id.is_(None), table.c.status.in_(BILLED)]
-    start, end = utc_bound(since, "since"), utc_bound(until, "until")
-    if start is not None:
-        conditions.append(table.c.started_at >= start)
-    if end is not None:
-        conditions.append(table.c.started_at < end)
+    unpriced = select_requests(since, until).where(table.c.price_id.is_(None), table.c.status.in_(BILLED))
     columns = [
         table.c.request_id,
         table.c.model,
@@ -65,8 +59,8 @@ def _candidates(
     after = ""
     while True:
         query = (
-            select(*columns)
-            .where(and_(*conditions, table.c.request_id > after))
+            unpriced.with_only_columns(*columns)
+            .where(table.c.request_id > after)
             .order_by(table.c.request_id)
             .limit(batch_size)
         )
