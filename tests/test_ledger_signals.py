@@ -52,6 +52,39 @@ def test_a_multiprocessing_pool_loses_no_row_when_it_terminates_its_workers(sqli
     assert Counter(ids_in_ledger(sqlite_url)) == Counter(f"task-{i}" for i in range(120))
 
 
+SLEPT_THROUGH = """
+import multiprocessing, signal, sys, threading, time
+from costkit.ledger import Ledger
+from tests.ledger_helpers import make_row
+
+book = Ledger(sys.argv[1], batch_size=100_000)
+book.record(make_row(request_id="slept-through"))
+
+def deliver_elsewhere():
+    time.sleep(0.3)  # the main thread is asleep in the semaphore by now
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread, not the main one
+    time.sleep(60)
+
+threading.Thread(target=deliver_elsewhere, daemon=True).start()
+print("waiting", flush=True)
+multiprocessing.Semaphore(0).acquire()  # as a pool worker waits for its next task: no signal wakes it
+print("woke without the signal", flush=True)
+"""
+
+
+def test_a_sigterm_the_main_thread_sleeps_through_is_still_handled(sqlite_url: str) -> None:
+    """The main thread asleep in a C-level wait while the signal lands in another thread: nothing
+    interrupts the wait, so without costkit's watch the handler never runs and the process never ends
+    (a multiprocessing pool's exit then waits on such a worker forever)."""
+    child = run_python(SLEPT_THROUGH, sqlite_url)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGTERM, (out, err)
+    assert out == "waiting\n"
+    with Ledger(sqlite_url) as book:
+        assert book.flush(30)
+    assert ids_in_ledger(sqlite_url) == ["slept-through"]
+
+
 RECORD_THEN_WAIT = """
 import signal, sys, time
 from costkit.ledger import Ledger

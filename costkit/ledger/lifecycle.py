@@ -20,7 +20,8 @@
   A SIGTERM that lands while the main thread is inside ``settling()`` (a response
   being turned into a row, or the exit drain) is held and delivered when that ends:
   the handler could not finish a row already marked settled. Other threads' settles
-  get up to ``SETTLE_WAIT_S`` to land in the queue before the spill.
+  get up to ``SETTLE_WAIT_S`` to land in the queue before the spill. ``sigwatch`` wakes
+  a main thread that slept through the signal, so the handler always runs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
+
+from costkit.ledger import sigwatch
 
 log = logging.getLogger("costkit.ledger")
 
@@ -129,6 +132,7 @@ def _after_fork_in_child() -> None:
         _busy.pop(ident, None)
 
     keep_inherited_connections()
+    sigwatch.after_fork_in_child()
     for writer in list(_live):
         writer.after_fork_in_child()
 
@@ -179,6 +183,7 @@ def _install_sigterm_handler() -> None:
         return
     _previous_sigterm = previous
     _sigterm_installed = True
+    sigwatch.start()  # so a main thread that sleeps through the signal is woken to handle it
 
 
 def spill_all() -> None:
@@ -229,6 +234,7 @@ def settling() -> Iterator[None]:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     global _deferred
+    sigwatch.handler_ran()
     main = threading.main_thread().ident
     if main is not None and _busy.get(main):
         _deferred = True  # the main thread is inside a settle: delivered when it ends

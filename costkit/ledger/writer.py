@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 
-from costkit.ledger import lifecycle
+from costkit.ledger import lifecycle, sigwatch
 from costkit.ledger.errors import LedgerError
 from costkit.ledger.lifecycle import before_drain as before_drain  # the public place to register
 from costkit.ledger.records import Record, record_of, spool_line
@@ -283,6 +283,7 @@ class Writer:
         return 0.0 if self._replay_wanted else IDLE_CHECK_S
 
     def _run(self) -> None:
+        sigwatch.leave_signals_to_the_main_thread()
         self._prepare()
         while True:
             self._wake.wait(self._timeout())
