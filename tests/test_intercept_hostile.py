@@ -164,3 +164,18 @@ def test_hostile_text_with_nul_bytes_still_reaches_postgresql(upstream, pg_schem
         book.close()
     assert row["error"] == "overloaded again, key sk-[redacted]"
     assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+def test_a_body_the_preflight_refuses_to_judge_still_has_its_input_counted_and_priced(upstream, ledger):
+    """`max_tokens: 0` leaves no verdict (no output reserve to judge), but the input still counts."""
+    reply = create(sdk(upstream, ledger), "json_no_usage", max_tokens=0, stream=False)
+    (row,) = rows(ledger)
+    prompt = expected_prompt(max_tokens=0, stream=False)
+    output = count_completion(reply.choices[0].message.content or "").tokens
+    assert (row["usage_source"], row["estimated_input_tokens"], row["input_tokens"]) == (
+        "estimated",
+        prompt,
+        prompt,
+    )
+    assert row["price_id"] == "gpt-4.1@2025-04-14"
+    assert row["cost_nanousd"] == prompt * INPUT + output * OUTPUT > 0

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
+from costkit.counting.requests import count_request
 from costkit.errors import ContextWindowExceeded, CostkitError, RequestRefused
 from costkit.intercept.attribution import (
     TAGS_HEADER,
@@ -208,13 +209,14 @@ class Call:
         self._finish(status=status, http_status=reader.status, error=reader.stream_error, reader=reader)
 
     def _estimated_input(self) -> int | None:
-        if self.verdict is None:
-            return None
         try:
-            return self.verdict.input_tokens
+            if self.verdict is not None:
+                return self.verdict.input_tokens
+            if self.body is not None:  # no verdict (a bad max_tokens, say): the input may still count
+                return count_request(self.body).input_tokens
         except CostkitError as exc:
-            self.problem = str(exc)
-            return None
+            self.problem = self.problem or str(exc)
+        return None
 
     def _finish(
         self,
