@@ -33,7 +33,7 @@ from tests.fakeupstream import (
     FakeUpstream,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "openai/gpt-4.1"
 MESSAGES = [
     {"role": "system", "content": "You are a terse assistant."},
