@@ -72,9 +72,9 @@ def test_a_missing_completion_count_is_estimated_not_zero(upstream, ledger):
     reply = create(sdk(upstream, ledger), "json", usage_header(completion_tokens="$absent"), stream=False)
     (row,) = rows(ledger)
     completion = count_completion(reply.choices[0].message.content).tokens
-    prompt = expected_prompt(stream=False)
-    assert completion > 0
-    assert (row["input_tokens"], row["output_tokens"]) == (prompt, completion)
+    prompt = upstream.requests[-1].usage["prompt_tokens"]  # still the provider's, field by field
+    assert completion > 0 and prompt != expected_prompt(stream=False)
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (prompt, 0, completion)
     assert row["usage_source"] == "estimated"
     assert row["cost_nanousd"] == nano(prompt, 0, completion)
     assert "usage.completion_tokens is missing" in row["notes"]
@@ -85,8 +85,13 @@ def test_a_streamed_unusable_completion_count_is_estimated_from_the_deltas(upstr
     chunks = list(create(sdk(upstream, ledger), "sse", usage_header(completion_tokens=-1), stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     (row,) = rows(ledger)
-    prompt = expected_prompt(stream=True, stream_options={"include_usage": True})
-    assert (row["input_tokens"], row["output_tokens"]) == (prompt, count_completion(text).tokens)
+    prompt = upstream.requests[-1].usage["prompt_tokens"]  # the provider's: only the output is estimated
+    assert prompt != expected_prompt(stream=True)
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (
+        prompt,
+        0,
+        count_completion(text).tokens,
+    )
     assert row["status"] == "ok" and row["usage_source"] == "estimated"
     assert row["cost_nanousd"] == nano(prompt, 0, count_completion(text).tokens) > 0
 
