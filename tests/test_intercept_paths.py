@@ -7,7 +7,9 @@ Pinned here:
 2. an SSE event (a content event, and the usage event) split into two network writes at every
    byte offset, with ``\\n`` and with ``\\r\\n`` line ends, whether costkit or the caller asked for
    usage: the caller's bytes are unchanged and the row is exact;
-3. ``\\r\\n`` line ends (within 2);
+3. ``\\r\\n`` line ends (within 2, and with a field line after the data line); and a body whose
+   last event lacks its blank line (``data: [DONE]``, or the usage chunk costkit asked for, which
+   must still stay home);
 4. a malformed ``data: {"choices": [}`` line after the response id is known makes the row
    ``partial`` (in its own network write or sharing one), for a raw client as for the SDK; and an
    error event that shares a network write with other events is seen;
@@ -279,6 +281,53 @@ def test_an_event_split_at_every_byte_reaches_the_caller_unchanged_and_the_row_e
             completion,
         )
         assert row["cost_nanousd"] == (prompt - cached) * INPUT + cached * CACHED + completion * OUTPUT
+
+
+def test_crlf_events_with_a_field_after_the_data_line_are_read(scripted, ledger):
+    """``data: {...}\\r\\nid: 7\\r\\n\\r\\n``: the data line's own ``\\r`` is not part of its JSON."""
+
+    def render(request: dict[str, Any] | None) -> Answer:
+        lines = split_stream(asked_for_usage(request), b"", "chatcmpl-crlf")  # data lines
+        return sse(tuple(line + b"\r\nid: %d\r\n\r\n" % i for i, line in enumerate(lines)))
+
+    scripted.render = render
+    stream = sdk(scripted.base_url, ledger).chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Grüezi, it is 14°C."
+    assert all(c.choices for c in chunks)  # the usage chunk costkit asked for stayed home
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["response_id"]) == ("ok", "provider", "chatcmpl-crlf")
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (1234, 1024, 56)
+    assert row["cost_nanousd"] == 210 * INPUT + 1024 * CACHED + 56 * OUTPUT
+
+
+@pytest.mark.parametrize("caller_asked", [False, True], ids=["costkit asked for usage", "the caller asked"])
+@pytest.mark.parametrize("last", ["[DONE]", "usage chunk"])
+def test_a_last_event_without_its_blank_line_is_read_and_forwarded_as_the_caller_expects(
+    scripted, ledger, last, caller_asked
+):
+    """The body ends right after the last event's data line: ``data: [DONE]``, or (from a server
+    that sends no ``[DONE]``) the usage chunk, which must still stay home when costkit asked for it."""
+
+    def lines(asked: bool) -> list[bytes]:
+        events = split_stream(asked, b"", "chatcmpl-unended")
+        return events if last == "[DONE]" else events[:-1]
+
+    scripted.render = lambda request: sse((b"\n\n".join(lines(asked_for_usage(request))),))
+    got = raw_stream(scripted.base_url, ledger, caller_asked)
+    if caller_asked:
+        expected = b"\n\n".join(lines(True))  # untouched
+    elif last == "[DONE]":
+        expected = b"\n\n".join(lines(False))  # what the bare client reads, to the last byte
+    else:  # every event the bare client reads, each with the blank line that ended it upstream
+        expected = b"".join(line + b"\n\n" for line in lines(False))
+    assert got == expected
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["response_id"]) == ("ok", "provider", "chatcmpl-unended")
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (1234, 1024, 56)
+    assert row["cost_nanousd"] == 210 * INPUT + 1024 * CACHED + 56 * OUTPUT
 
 
 # 4. A malformed line after the response id is known ---------------------------------------------

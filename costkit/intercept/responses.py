@@ -314,8 +314,17 @@ class ResponseReader:
         return self._closed
 
     def pending(self) -> bytes:
-        """Bytes held back while dropping (an incomplete last event): forwarded when the body ends."""
-        return self._tail if self._drop else b""
+        """Bytes held back while dropping (a last event without its blank line), to forward when the
+        body ends: read as the last event first, so the usage chunk costkit asked for stays home."""
+        if not self._drop or not self._tail:
+            return b""
+        last, self._tail = self._tail, b""
+        if not last.strip():
+            return last
+        self._side += last + b"\n\n"
+        if not self._read_events(last + b"\n\n"):
+            return b""  # it was the usage chunk costkit asked for
+        return last.replace(b',"usage":null', b"")
 
     # -- after the body ----------------------------------------------------------------
 
