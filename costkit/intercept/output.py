@@ -32,15 +32,21 @@ def stream_chunks(body: bytes | bytearray) -> Iterator[dict[str, Any] | None]:
         yield None
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    read_object = _JSON.raw_decode
-    for event in text.split("\n\n"):
+    read_object, find, size = _JSON.raw_decode, text.find, len(text)
+    at = 0
+    while at < size:
+        stop = find("\n\n", at)
+        if stop < 0:
+            stop = size
+        begin, at = at, stop + 2
         try:
-            if event.startswith("data: {") and "\n" not in event:  # the usual event: one line of JSON
-                chunk, end = read_object(event, 6)  # read in place: no copy of the payload
-                if end != len(event) and event[end:].strip(_JSON_SPACE):
+            if text.startswith("data: {", begin) and find("\n", begin, stop) < 0:
+                # the usual event, one line of JSON: read in place; the object must end the event
+                chunk, end = read_object(text, begin + 6)
+                if end != stop and (end > stop or text[end:stop].strip(_JSON_SPACE)):
                     chunk = None
             else:
-                payload = _data_of(event)
+                payload = _data_of(text[begin:stop])
                 if payload is None or payload == "[DONE]":
                     continue
                 chunk = json.loads(payload)
