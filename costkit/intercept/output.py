@@ -1,42 +1,77 @@
 """What a response delivered, for the output estimate: its text and its tool calls.
 
-``stream_output`` reads the SSE events that passed (deltas joined per choice and per
-tool call), ``message_output`` a plain answer's messages. Both take whatever the
-upstream sent and never raise on odd shapes: what is not text is skipped.
+``stream_chunks`` parses the SSE events that passed (each a JSON object, or None where
+it was not one), ``stream_output`` joins their deltas per choice and per tool call,
+``message_output`` reads a plain answer's messages. They take whatever the upstream
+sent and never raise on odd shapes: what is not text is skipped.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from costkit.intercept.sse import DONE, SSEScanner
+_JSON = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
 
 
 def _index(value: object) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
-def _chunks(body: bytes) -> list[dict[str, Any]]:
-    out = []
-    for _raw, payload in SSEScanner().feed(body):
-        if payload is None or payload == DONE:
-            continue
+def stream_chunks(body: bytes | bytearray) -> Iterator[dict[str, Any] | None]:
+    """The JSON object of each data payload in an SSE body's whole events, or None for a payload
+    that is not one (``[DONE]`` and events without data are skipped). The body is read as UTF-8
+    text, as the openai SDK reads it: one that is not UTF-8 starts with a None.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", "replace")
+        yield None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    read_object, find, size = _JSON.raw_decode, text.find, len(text)
+    at = 0
+    while at < size:
+        stop = find("\n\n", at)
+        if stop < 0:
+            stop = size
+        begin, at = at, stop + 2
         try:
-            chunk = json.loads(payload)
+            if text.startswith("data: {", begin) and find("\n", begin, stop) < 0:
+                # the usual event, one line of JSON: read in place; the object must end the event
+                chunk, end = read_object(text, begin + 6)
+                if end != stop and (end > stop or text[end:stop].strip(_JSON_SPACE)):
+                    chunk = None
+            else:
+                payload = _data_of(text[begin:stop])
+                if payload is None or payload == "[DONE]":
+                    continue
+                chunk = json.loads(payload)
         except (ValueError, RecursionError):
-            continue
-        if isinstance(chunk, dict):
-            out.append(chunk)
-    return out
+            chunk = None
+        yield chunk if isinstance(chunk, dict) else None
 
 
-def stream_output(body: bytes) -> tuple[str, list[str]]:
+def _data_of(event: str) -> str | None:
+    """The ``data`` payload of one event (its data lines joined by newlines), or None: the text
+    twin of ``sse._data_of``, for events other than one ``data: {...}`` line."""
+    lines = [
+        line[6:] if line.startswith("data: ") else line[5:]
+        for line in event.split("\n")
+        if line.startswith("data:")
+    ]
+    return "\n".join(lines) if lines else None
+
+
+def stream_output(body: bytes | bytearray) -> tuple[str, list[str]]:
     """(completion text, tool-call names and arguments) of an SSE body's whole events."""
     text: list[str] = []
     calls: dict[tuple[int, int], list[str]] = {}  # (choice, tool call) -> fragments
-    for chunk in _chunks(body):
-        choices = chunk.get("choices")
+    for chunk in stream_chunks(body):
+        choices = chunk.get("choices") if chunk is not None else None
         for choice in choices if isinstance(choices, list) else ():
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):

@@ -11,9 +11,11 @@ so the caller's httpx sees what it would have decoded itself).
 Whether the response streams is read from its ``Content-Type``, never assumed from
 the request. Usage is taken from whichever chunk carries it (the last one wins). Work
 per chunk is a few byte checks; events are parsed only where an id, usage or an error
-is to be read, and after the body for an estimate. The side copy keeps at most
-``MAX_SIDE_COPY`` bytes: past that, events are still scanned for usage and the end of
-the stream, and the row says its estimate saw only the start.
+is to be read, and after the body: every event once, when the answer otherwise looks
+complete (a malformed line or an error event that the byte checks passed over makes it
+partial), and for an estimate. The side copy keeps at most ``MAX_SIDE_COPY`` bytes: past
+that, events are still scanned for usage and the end of the stream, and the row says its
+estimate saw only the start.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 from costkit.counting.tokens import count_text
 from costkit.intercept.encoding import CorruptBody, Decoder
-from costkit.intercept.output import message_output, stream_output
+from costkit.intercept.output import message_output, stream_chunks, stream_output
 from costkit.intercept.sse import DONE, SSEScanner
 from costkit.intercept.usage import Usage, clean_metrics, parse_usage
 from costkit.ledger.lifecycle import settling
@@ -179,7 +181,9 @@ class ResponseReader:
         chunk, i.e. it starts like a chunk (not an error event), ends with ``}`` and a blank
         line, and its ``"usage"`` near the end is ``null``, so it carries no usage and no error
         (an error event has no usage field; a usage object is longer than the window, so it
-        sends the check to a full search). Anything else is parsed event by event.
+        sends the check to a full search). Anything else is parsed event by event. What the
+        checks cannot see (a line that is not JSON, an error event between two chunks of one
+        read) is found after the body, by ``_check_events``.
         """
         if (
             not self._tail
@@ -299,6 +303,8 @@ class ResponseReader:
                 self._side += last
                 self._read_events(last)
             self._tail = b""
+            if self._reading and self.complete:  # only where it can still change the row
+                self._check_events()
         elif self._reading:
             self._read_json()
         self._on_close(self)
@@ -308,10 +314,28 @@ class ResponseReader:
         return self._closed
 
     def pending(self) -> bytes:
-        """Bytes held back while dropping (an incomplete last event): forwarded when the body ends."""
-        return self._tail if self._drop else b""
+        """Bytes held back while dropping (a last event without its blank line), to forward when the
+        body ends: read as the last event first, so the usage chunk costkit asked for stays home."""
+        if not self._drop or not self._tail:
+            return b""
+        last, self._tail = self._tail, b""
+        if not last.strip():
+            return last
+        self._side += last + b"\n\n"
+        if not self._read_events(last + b"\n\n"):
+            return b""  # it was the usage chunk costkit asked for
+        return last.replace(b',"usage":null', b"")
 
     # -- after the body ----------------------------------------------------------------
+
+    def _check_events(self) -> None:
+        """Parse every event the caller got: the byte checks let most pass unparsed, so a malformed
+        line, or an error event sharing a network read with other events, is found here."""
+        for chunk in stream_chunks(self._side):
+            if chunk is None:
+                self.malformed = True
+            elif self.stream_error is None and chunk.get("error") is not None:
+                self.stream_error = _error_message(chunk["error"]) or "error event in the stream"
 
     @property
     def complete(self) -> bool:
@@ -354,7 +378,7 @@ class ResponseReader:
 
     def _output_parts(self) -> tuple[str, list[str]]:
         if self.is_sse:
-            return stream_output(bytes(self._side))
+            return stream_output(self._side)
         return message_output(self._json)
 
     def completion_text(self) -> str:
