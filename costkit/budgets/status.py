@@ -42,8 +42,10 @@ class BudgetStatus:
     """A budget in its period holding ``at``: exact ``Decimal`` dollars and aware period bounds.
 
     ``period_start``/``period_end`` are in the budget's zone (``period_end`` is exclusive, and
-    None for a ``total`` budget). ``remaining_usd`` is the limit less spent and reserved (negative
-    once a soft budget is overspent).
+    None for a ``total`` budget); subtract them in UTC for the period's length (Python subtracts
+    two times of one zone as wall-clock times, so a 25-hour day would show as 24).
+    ``remaining_usd`` is the limit less spent and reserved (negative once a soft budget is
+    overspent).
     """
 
     budget: Budget
