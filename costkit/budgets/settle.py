@@ -146,6 +146,6 @@ def settle_batch(
         if found is None or not added:
             continue
         for threshold in crossings(found.budget, after - added, after):
-            if record_event(connection, found.budget, start, after, threshold):
+            if record_event(connection, found.budget, start, after, threshold, now):
                 events.append(BudgetEvent.of(found.budget, start, threshold, after, now))
     return events

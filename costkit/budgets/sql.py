@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, TextClause, bindparam, text
@@ -98,8 +98,10 @@ def period_spend_params(budget: Budget, start: datetime, end: datetime | None) -
     return params
 
 
-def record_event(connection: Connection, budget: Budget, start: datetime, spent: int, threshold: Any) -> bool:
-    """Record a crossed threshold; True if this call recorded it (it is recorded once, by anyone)."""
+def record_event(
+    connection: Connection, budget: Budget, start: datetime, spent: int, threshold: Any, at: datetime
+) -> bool:
+    """Record a crossed threshold at ``at``; True if this call recorded it (recorded once, by anyone)."""
     result = connection.execute(
         _INSERT_EVENT,
         {
@@ -108,7 +110,7 @@ def record_event(connection: Connection, budget: Budget, start: datetime, spent:
             "threshold": f"{threshold:f}",
             "limit": budget.limit_nanousd,
             "spent": spent,
-            "now": datetime.now(timezone.utc),
+            "now": at,
         },
     )
     return bool(result.rowcount)

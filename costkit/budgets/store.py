@@ -263,7 +263,7 @@ class BudgetStore:
         spent = int(row.spent_nanousd)
         events = []
         for threshold in crossings(budget, -1, spent):
-            if record_event(connection, budget, start, spent, threshold):
+            if record_event(connection, budget, start, spent, threshold, now):
                 events.append(BudgetEvent.of(budget, start, threshold, spent, now))
         return events
 
