@@ -234,3 +234,15 @@ def test_budget_options_are_checked_when_the_transport_is_built(
     with pytest.raises(TypeError, match=r"budgets need a costkit\.Ledger"):
         costkit.Transport(ledger=Recorder(), budgets=[admitting(1)])
     costkit.Transport(ledger=Recorder(), budgets=[])  # no budgets: any recorder will do
+
+
+def test_a_client_with_mounts_calls_on_warning_once_an_event(sqlite_url: str, upstream) -> None:
+    heard: list[BudgetEvent] = []
+    mounted = httpx.Client(mounts={"http://127.0.0.1": httpx.HTTPTransport()})
+    with costkit.Ledger(sqlite_url) as ledger:
+        client = costkit.wrap(
+            mounted, ledger=ledger, budgets=[admitting(2, warn_at=(0.1,))], on_warning=heard.append
+        )
+        assert client.post(f"{upstream.base_url}/chat/completions", json=BODY).status_code == 200
+        assert ledger.flush(10)
+    assert [e.threshold for e in heard] == [Decimal("0.1")]  # one transport per mount, one callback call

@@ -76,8 +76,11 @@ _lock = threading.Lock()
 
 def listen(store: object, budgets: Iterable[str], callback: Listener) -> None:
     """Call ``callback`` for every event this process records on ``store`` for one of ``budgets``."""
+    entry = (frozenset(budgets), callback)
     with _lock:
-        _listeners.setdefault(store, []).append((frozenset(budgets), callback))
+        listeners = _listeners.setdefault(store, [])
+        if entry not in listeners:  # wrap() builds a transport per mount, each with the same callback
+            listeners.append(entry)
 
 
 def announce(store: object, events: Iterable[BudgetEvent]) -> None:

@@ -180,8 +180,16 @@ class BudgetStore:
         self._host = socket.gethostname()[:200]
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` under the store's write lock on SQLite."""
+    def transaction(self, *, hold: bool = False) -> Iterator[Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE`` under the store's write lock on SQLite.
+
+        ``hold``: a reservation or a lease, not spend. On PostgreSQL it commits without waiting
+        for the disk flush (``synchronous_commit = off``: 2.5 ms a request on a disk that
+        fsyncs slowly, against 0.2 ms). Atomicity and isolation are unchanged; only a server
+        crash can lose the last such commits, which drops the holds of requests in flight at
+        that instant (their rows still count when written). SQLite's ``synchronous=NORMAL`` in
+        WAL mode makes the same trade for every commit.
+        """
         self.store.ensure_schema()
         if self.dialect == "sqlite":
             with self.store.write_lock, self.engine.connect() as connection:
@@ -190,6 +198,8 @@ class BudgetStore:
                 connection.commit()
         else:
             with self.engine.begin() as connection:
+                if hold:
+                    connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield connection
 
     # -- registration --------------------------------------------------------------------------
@@ -293,7 +303,7 @@ class BudgetStore:
         raise Refused(ordered[0], 0, 0)  # redefined on every attempt: another process keeps changing it
 
     def _reserve_once(self, request_id: str, claims: Sequence[Claim], lease_s: float, now: datetime) -> None:
-        with self.transaction() as connection:
+        with self.transaction(hold=True) as connection:
             for claim in claims:
                 params = {
                     "budget": claim.budget.name,
@@ -352,7 +362,7 @@ class BudgetStore:
         if not request_ids:
             return
         expires = datetime.now(timezone.utc) + timedelta(seconds=lease_s)
-        with self.transaction() as connection:
+        with self.transaction(hold=True) as connection:
             for chunk in range(0, len(request_ids), 500):
                 ids = list(request_ids[chunk : chunk + 500])
                 connection.execute(self._extend, {"ids": ids, "expires": expires})
