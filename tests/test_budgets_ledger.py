@@ -305,3 +305,19 @@ def test_a_budget_this_machine_cannot_read_never_costs_a_row(db_url: str) -> Non
         with pytest.raises(LedgerError, match="no budget named 'pluto'"):
             ledger.budget_status("pluto")
     engine.dispose()
+
+
+def test_a_total_budget_counts_every_row_ever(db_url: str) -> None:
+    from costkit.budgets.periods import EPOCH
+
+    with costkit.Ledger(db_url) as ledger:
+        ledger.record(row("long-ago", 40, datetime(1999, 12, 31, 23, 59, tzinfo=UTC)))
+        assert ledger.flush(10)
+        ever = costkit.Budget("ever", "1", period="total", tz="Europe/Berlin")
+        register(ledger, ever)
+        ledger.record(row("today", 2))
+        assert ledger.flush(10)
+        assert counters(db_url, "ever") == {EPOCH: (42, 0)}
+        status = ledger.budget_status(ever)
+        assert (status.spent_usd, status.period_end) == (usd(42), None)
+        assert status.period_start == EPOCH and status.period_start.tzinfo == BERLIN

@@ -300,7 +300,10 @@ class BudgetStore:
             except Exception as error:
                 if attempt + 1 == RETRIES or not _retryable(error):
                     raise
-        raise Refused(ordered[0], 0, 0)  # redefined on every attempt: another process keeps changing it
+        raise RuntimeError(  # the caller fails closed: BudgetUnavailable
+            "another process keeps registering a different definition of "
+            + ", ".join(repr(c.budget.name) for c in ordered)
+        )
 
     def _reserve_once(self, request_id: str, claims: Sequence[Claim], lease_s: float, now: datetime) -> None:
         with self.transaction(hold=True) as connection:
