@@ -9,9 +9,16 @@ client's block, not on its bare neighbour), and each figure is a median over man
 requests, reported against the bare client measured in the same run. The wrapped
 client records into a real SQLite ledger.
 
-The two clients never send the same body: the fake upstream remembers prompt counts by
-body, so a body the bare client sent first would be answered faster to the wrapped one.
-Long streams alternate which client goes first.
+No request body is sent twice, by either client: each takes its user messages from its
+own pool of distinct ones, and each message is sent once. The fake upstream remembers
+prompt counts by body digest (``tests/reference_counts.count_prompt``), so a repeated
+body would be answered from that cache: one client could otherwise gain from a body the
+other sent first, or a phase from a body an earlier phase sent. Every timed request is a
+miss there, for both clients. What the upstream does cache is the same for both and warm
+before the clock starts: the reply texts (``count_completion``, keyed by the text, not the
+request). In the client, costkit's own per-message count cache sees the shared system
+prompt as a real application's would, and a fresh user message each time. Long streams
+alternate which client goes first.
 """
 
 from __future__ import annotations
@@ -39,8 +46,17 @@ WORDS = (
 ).split()
 
 
-def user_message(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(130))
+def message_pools(rng: random.Random, size: int) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Two pools (bare, costkit) of ``size`` chat messages each, no user message in both or twice."""
+    seen: set[str] = set()
+    pools: list[list[list[dict]]] = [[], []]
+    for pool in pools:
+        while len(pool) < size:
+            text = " ".join(rng.choice(WORDS) for _ in range(130))
+            if text not in seen:
+                seen.add(text)
+                pool.append([{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}])
+    return pools[0], pools[1]
 
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
@@ -139,19 +155,13 @@ def main() -> None:
             openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0), ledger=ledger
         )
         costkit.count_text("warm the encoding")
-        rng = random.Random(7)
-        count = max(n_plain, n_stream) + 20
-        bare_messages, ours_messages = (
-            [
-                [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(rng)}]
-                for _ in range(count)
-            ]
-            for _ in range(2)
-        )
+        warm = 20
+        bare_pool, ours_pool = message_pools(random.Random(7), warm + 1 + n_plain + n_stream + n_long)
         prompt_tokens = statistics.mean(
-            costkit.count_request({"model": "gpt-4.1", "messages": m}).input_tokens
-            for m in bare_messages[:50]
+            costkit.count_request({"model": "gpt-4.1", "messages": m}).input_tokens for m in bare_pool[:50]
         )
+        # Each message is taken once: no body repeats, within a client or across the two.
+        bare_messages, ours_messages = iter(bare_pool), iter(ours_pool)
 
         def plain(client: openai.OpenAI, msgs: list[dict]) -> float:
             t0 = time.perf_counter()
@@ -182,16 +192,17 @@ def main() -> None:
             chunks = sum(1 for _ in stream)
             return time.perf_counter() - t0, time.process_time() - c0, chunks
 
-        for i in range(20):  # warm connections, caches and the ledger
-            plain(bare, bare_messages[-1 - i])
-            plain(wrapped, ours_messages[-1 - i])
-        long_stream(bare, bare_messages[-1])  # the upstream builds the long answer once, for both
-        long_stream(wrapped, ours_messages[-1])
+        for _ in range(warm):  # warm connections, the encoding, costkit's code paths and the ledger
+            plain(bare, next(bare_messages))
+            plain(wrapped, next(ours_messages))
+        long_stream(bare, next(bare_messages))  # the upstream builds the long reply text once, for both
+        long_stream(wrapped, next(ours_messages))
 
         bare_t, ours_t = [], []
         for block in range(0, n_plain, BLOCK):
-            bare_t += [plain(bare, bare_messages[i]) for i in range(block, min(n_plain, block + BLOCK))]
-            ours_t += [plain(wrapped, ours_messages[i]) for i in range(block, min(n_plain, block + BLOCK))]
+            size = min(BLOCK, n_plain - block)
+            bare_t += [plain(bare, next(bare_messages)) for _ in range(size)]
+            ours_t += [plain(wrapped, next(ours_messages)) for _ in range(size)]
         b, o = statistics.median(bare_t), statistics.median(ours_t)
         print(
             f"costkit interceptor benchmark  python {sys.version.split()[0]}  openai {openai.__version__}  "
@@ -210,12 +221,9 @@ def main() -> None:
 
         bare_t, ours_t = [], []
         for block in range(0, n_stream, BLOCK):
-            bare_t += [
-                first_chunk(bare, bare_messages[i]) for i in range(block, min(n_stream, block + BLOCK))
-            ]
-            ours_t += [
-                first_chunk(wrapped, ours_messages[i]) for i in range(block, min(n_stream, block + BLOCK))
-            ]
+            size = min(BLOCK, n_stream - block)
+            bare_t += [first_chunk(bare, next(bare_messages)) for _ in range(size)]
+            ours_t += [first_chunk(wrapped, next(ours_messages)) for _ in range(size)]
         b, o = statistics.median(bare_t), statistics.median(ours_t)
         print(f"time to first chunk, streamed, {n_stream} each, in alternating blocks of {BLOCK}")
         print(f"  bare client      median {b * 1000:8.3f} ms")
@@ -226,8 +234,8 @@ def main() -> None:
         chunks = 0
         for i in range(n_long):
             order = [
-                (bare, bare_messages[i], bare_rate, bare_cpu),
-                (wrapped, ours_messages[i], ours_rate, ours_cpu),
+                (bare, next(bare_messages), bare_rate, bare_cpu),
+                (wrapped, next(ours_messages), ours_rate, ours_cpu),
             ]
             for client, msgs, rates, cpus in order if i % 2 == 0 else order[::-1]:
                 t, cpu, chunks = long_stream(client, msgs)
@@ -253,7 +261,8 @@ def main() -> None:
         )
         assert ledger.flush(timeout=60)
         recorded = len(ledger.frame())
-        expected = 21 + n_plain + n_stream + n_long + REPLAYS + 1
+        assert next(bare_messages, None) is None and next(ours_messages, None) is None  # each used once
+        expected = warm + 1 + n_plain + n_stream + n_long + REPLAYS + 1
         print()
         print(f"rows recorded by the wrapped client: {recorded} (expected {expected})")
         assert recorded == expected

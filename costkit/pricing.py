@@ -65,7 +65,6 @@ class Price:
     cached_input: Decimal
     output: Decimal
     cache_write: Decimal | None = None
-    source: str = "builtin"
     host: str | None = None
     """The endpoint host this entry is for (lower case); None: every host without an entry of its own."""
 
@@ -263,7 +262,7 @@ def _required_rate(entry: Mapping[str, Any], key: str, where: str) -> Decimal:
     return rate
 
 
-def _price_from_entry(entry: object, where: str, source: str) -> Price:
+def _price_from_entry(entry: object, where: str) -> Price:
     if not isinstance(entry, dict):
         raise PriceBookError(f"{where}: must be a table")
     unknown = set(entry) - {
@@ -307,7 +306,6 @@ def _price_from_entry(entry: object, where: str, source: str) -> Price:
         cached_rate,
         output_rate,
         _rate(entry, "cache_write", where, required=False),
-        source,
         _host(entry.get("host"), where),
     )
 
@@ -355,7 +353,7 @@ def load_prices(path: str | os.PathLike[str]) -> list[Price]:
     entries = document.get("price", [])
     if not isinstance(entries, list):
         raise PriceBookError(f"{name}: 'price' must be an array of tables ([[price]])")
-    return [_price_from_entry(e, f"{name}: price[{i}]", name) for i, e in enumerate(entries)]
+    return [_price_from_entry(e, f"{name}: price[{i}]") for i, e in enumerate(entries)]
 
 
 _default_lock = threading.Lock()

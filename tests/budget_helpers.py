@@ -1,8 +1,8 @@
 """Real parts for the budget tests: one request body whose worst case is exactly what it costs.
 
 ``BODY`` asks for at most ``MAX_TOKENS`` output tokens; the fake upstream's answer is
-longer, so it stops at the limit (``finish_reason: length``) and reports the prompt as
-tiktoken counts it. The request therefore costs exactly its pre-flight worst case
+longer, so it stops at the limit (``finish_reason: length``), and with ``disagree=False`` it
+reports the prompt as tiktoken counts it. The request therefore costs exactly its pre-flight worst case
 (``WORST`` nano-USD), so a budget of ``N × WORST`` plus half of one admits exactly ``N``
 requests however they interleave: settling frees nothing another request could use.
 """
@@ -53,7 +53,8 @@ def admitting(n: int, name: str = "cap", **options: Any) -> Budget:
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(default_scenario="json") as server:
+    """A provider whose usage agrees with costkit's count, so a request costs its worst case exactly."""
+    with FakeUpstream(default_scenario="json", disagree=False) as server:
         yield server
 
 

@@ -1,5 +1,10 @@
-"""The OpenAI cookbook's examples, with the prompt_tokens the API reported (REFERENCE.md):
-124 for the messages, 101 for the tools with their two messages."""
+"""The examples of the OpenAI cookbook's "How to count tokens with tiktoken", with the prompt_tokens
+the API reported there for gpt-4o and gpt-4o-mini (o200k_base, as gpt-4.1): 124 for the messages,
+101 for the tools with their two messages.
+
+https://github.com/openai/openai-cookbook/blob/main/examples/How_to_count_tokens_with_tiktoken.ipynb
+(also https://cookbook.openai.com/examples/how_to_count_tokens_with_tiktoken)
+"""
 
 CORPORATE_JARGON = [
     {

@@ -6,8 +6,12 @@ Server-Sent Events in chunked transfer encoding, each event written to the socke
 How it answers ``POST /v1/chat/completions`` is a *scenario*, named by the request header
 ``X-Fake-Scenario`` or else by ``FakeUpstream.default_scenario`` (see ``SCENARIOS``).
 
-Usage numbers are computed independently of costkit's counter (``tests/reference_counts.py``:
-plain tiktoken and the OpenAI cookbook rules).
+Usage numbers start from counts made independently of costkit's counter (``tests/reference_counts.py``:
+plain tiktoken and the OpenAI cookbook rules). By default the fake then *disagrees* with any
+count costkit could make, as the real provider does (``FakeUpstream.disagree``): a prompt offset
+that changes from request to request, hidden reasoning tokens inside ``completion_tokens``, and
+a warm prompt cache. Each recorded request keeps the exact usage object it was answered with
+(``RecordedRequest.usage``), so a test reads what the provider said instead of recomputing it.
 
 In-thread::
 
@@ -34,6 +38,7 @@ import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -62,7 +67,9 @@ __all__ = [
     "count_completion",
     "count_prompt",
     "count_text",
+    "disagreement",
     "reference_encoding",
+    "warm_cache_tokens",
 ]
 
 SCENARIOS = frozenset(
@@ -101,6 +108,13 @@ GZIP_HEADER = "x-fake-gzip"
 ENCODING_HEADER = "x-fake-encoding"
 FORCE_ENCODING_HEADER = "x-fake-force-encoding"
 USAGE_HEADER = "x-fake-usage"
+DISAGREE_HEADER = "x-fake-disagree"
+"""``X-Fake-Disagree: 0`` reports usage costkit could compute itself; ``1`` the disagreeing usage."""
+SEQUENCE_HEADER = "x-fake-sequence"
+"""``X-Fake-Sequence: N`` answers as the N-th chat answer would (the same disagreement), without
+taking a number: two requests with the same N get the same usage."""
+CACHE_MIN_TOKENS, CACHE_STEP_TOKENS = 1024, 128
+"""The provider's prompt cache: nothing below 1024 prompt tokens, then prefixes in steps of 128."""
 X_METRICS_HEADER = "x-fake-x-metrics"
 LINE_ENDING_HEADER = "x-fake-line-ending"
 WRITE_SIZE_HEADER = "x-fake-write-size"
@@ -126,6 +140,21 @@ _COMPLETION_DETAILS = {
 }
 
 
+def disagreement(sequence: int) -> tuple[int, int]:
+    """(prompt offset, hidden reasoning tokens) of the ``sequence``-th chat answer in disagreeing
+    mode: never 0, and different from one request to the next (what the provider adds that no
+    client sees: its own framing of the prompt, the tokens a model thinks before it answers)."""
+    return 5 + sequence % 11, 24 + 8 * (sequence % 7)
+
+
+def warm_cache_tokens(prompt_tokens: int) -> int:
+    """``cached_tokens`` for a prompt whose every prefix is in a warm cache: 0 below 1024 tokens,
+    else the longest prefix of 1024 + 128·k tokens (the provider's rule)."""
+    if prompt_tokens < CACHE_MIN_TOKENS:
+        return 0
+    return prompt_tokens - (prompt_tokens - CACHE_MIN_TOKENS) % CACHE_STEP_TOKENS
+
+
 # ---------------------------------------------------------------- recorded traffic
 
 
@@ -141,6 +170,24 @@ class RecordedRequest:
     scenario: str | None
     connection: int
     received_at: float
+    sent: dict[str, Any] = dataclass_field(default_factory=dict, compare=False, repr=False)
+    """What the answer carried that a test may need to read back: ``"id"`` (a chat answer's id),
+    ``"sequence"`` (its number, see ``disagreement``) and ``"usage"`` (once a usage went out)."""
+
+    @property
+    def usage(self) -> Any:
+        """The exact usage object the answer carried (None when it carried none)."""
+        return self.sent.get("usage")
+
+    @property
+    def response_id(self) -> str | None:
+        """The ``chatcmpl-...`` id of the chat answer (None for any other answer)."""
+        return self.sent.get("id")
+
+    @property
+    def sequence(self) -> int | None:
+        """The number the chat answer was made as (``disagreement(sequence)``); None for others."""
+        return self.sent.get("sequence")
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``default``."""
@@ -280,23 +327,22 @@ class _Handler(BaseHTTPRequestHandler):
                 parsed = None
             path = self.path.partition("?")[0]
             scenario = self.headers.get(SCENARIO_HEADER) if path == _CHAT_PATH else None
-            self.server.upstream._record(
-                RecordedRequest(
-                    self.command,
-                    self.path,
-                    tuple(self.headers.items()),
-                    raw,
-                    parsed,
-                    scenario or (self.server.upstream.default_scenario if path == _CHAT_PATH else None),
-                    self.connection_id,
-                    time.monotonic(),
-                )
+            recorded = RecordedRequest(
+                self.command,
+                self.path,
+                tuple(self.headers.items()),
+                raw,
+                parsed,
+                scenario or (self.server.upstream.default_scenario if path == _CHAT_PATH else None),
+                self.connection_id,
+                time.monotonic(),
             )
+            self.server.upstream._record(recorded)
             if path == _CHAT_PATH:
                 if self.command != "POST":
                     self._send_405("POST")
                     return
-                self._chat(raw, parsed, scenario, started)
+                self._chat(raw, parsed, scenario, started, recorded)
             elif path == _MODELS_PATH or path.startswith(_MODELS_PATH + "/"):
                 if self.command not in ("GET", "HEAD"):
                     self._send_405("GET")
@@ -336,7 +382,9 @@ class _Handler(BaseHTTPRequestHandler):
         value = self.headers.get(name)
         return default if value is None else int(value)
 
-    def _chat(self, raw: bytes, body: Any, scenario: str | None, started: float) -> None:
+    def _chat(
+        self, raw: bytes, body: Any, scenario: str | None, started: float, recorded: RecordedRequest
+    ) -> None:
         upstream = self.server.upstream
         scenario = scenario or upstream.default_scenario
         if scenario not in SCENARIOS:
@@ -392,7 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario == "auto":
             scenario = "json" if body.get("stream") is False else "sse"
         try:
-            exchange = _Exchange(self, body, scenario, prompt, started)
+            exchange = _Exchange(self, body, scenario, prompt, started, recorded)
         except ValueError as exc:
             self._send_error(400, f"Invalid X-Fake-* header: {exc}", "invalid_request_error")
             return
@@ -402,14 +450,31 @@ class _Handler(BaseHTTPRequestHandler):
 class _Exchange:
     """Builds and writes one chat-completions answer."""
 
-    def __init__(self, handler: _Handler, body: dict[str, Any], scenario: str, prompt: int, started: float):
+    def __init__(
+        self,
+        handler: _Handler,
+        body: dict[str, Any],
+        scenario: str,
+        prompt: int,
+        started: float,
+        recorded: RecordedRequest,
+    ):
         upstream = handler.server.upstream
         self.handler = handler
         self.body = body
         self.scenario = scenario
         self.started = started
-        self.prompt = prompt + handler._int_header(EXTRA_PROMPT_HEADER, upstream.extra_prompt_tokens)
-        self.cached = handler._int_header(CACHED_HEADER, upstream.cached_tokens)
+        self.recorded = recorded
+        sequence = handler._int_header(SEQUENCE_HEADER, 0) or upstream._next_sequence()
+        recorded.sent["sequence"] = sequence  # every chat answer has one, agreeing or not
+        disagree = bool(handler._int_header(DISAGREE_HEADER, int(upstream.disagree)))
+        offset, self.reasoning = disagreement(sequence) if disagree else (0, 0)
+        extra = handler._int_header(EXTRA_PROMPT_HEADER, upstream.extra_prompt_tokens)
+        self.prompt = prompt + offset + extra
+        cached = upstream.cached_tokens
+        if cached is None:
+            cached = warm_cache_tokens(self.prompt) if disagree else 0
+        self.cached = handler._int_header(CACHED_HEADER, cached)
         self.chunk_delay = handler._int_header(CHUNK_DELAY_HEADER, round(upstream.chunk_delay * 1000)) / 1000
         self.upstream = upstream
         words = handler.headers.get(WORDS_HEADER)
@@ -418,6 +483,7 @@ class _Exchange:
         self.completion = count_completion(text, limit if isinstance(limit, int) else None)
         self.tool_name, self.tool_arguments = self._tool_call()
         self.id = f"chatcmpl-{uuid.uuid4().hex[:29]}"
+        recorded.sent["id"] = self.id
         self.created = int(time.time())
         accepted = handler.headers.get("Accept-Encoding", "")
         encoding = handler.headers.get(ENCODING_HEADER, upstream.encoding)
@@ -442,13 +508,15 @@ class _Exchange:
                 return function["name"], DEFAULT_TOOL_ARGUMENTS
         return DEFAULT_TOOL_NAME, DEFAULT_TOOL_ARGUMENTS
 
-    def _usage(self, completion_tokens: int) -> Any:
+    def _usage(self, visible_tokens: int) -> Any:
+        """The usage object for a reply of ``visible_tokens`` (plus the hidden reasoning tokens)."""
+        completion_tokens = visible_tokens + self.reasoning
         usage: Any = {
             "prompt_tokens": self.prompt,
             "completion_tokens": completion_tokens,
             "total_tokens": self.prompt + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
-            "completion_tokens_details": dict(_COMPLETION_DETAILS),
+            "completion_tokens_details": {**_COMPLETION_DETAILS, "reasoning_tokens": self.reasoning},
         }
         override = self.usage_override
         if override is _NO_OVERRIDE:
@@ -461,6 +529,10 @@ class _Exchange:
             else:
                 usage[key] = value
         return usage
+
+    def _sent_usage(self, usage: Any) -> None:
+        """Keep the usage the answer carries on the recorded request (before it is written)."""
+        self.recorded.sent["usage"] = usage
 
     def _compressor(self) -> Any:
         """A compressobj for ``self.encoding`` (None: identity)."""
@@ -529,9 +601,11 @@ class _Exchange:
         payload = json.dumps(response, indent=2, ensure_ascii=False).encode()
         if self.scenario == "json_not_json":
             payload = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
-        if self.scenario == "json_error_200":  # some gateways answer errors with 200
+        elif self.scenario == "json_error_200":  # some gateways answer errors with 200
             error = {"message": self.error_message, "type": "server_error", "param": None, "code": None}
             payload = json.dumps({"error": error}).encode()
+        elif "usage" in response:
+            self._sent_usage(response["usage"])
         headers = self.handler._api_headers(self._elapsed_ms())
         compressor = self._compressor()
         if compressor is not None:
@@ -587,7 +661,8 @@ class _Exchange:
             ]
             finish, completion_tokens = self.completion.finish_reason, self.completion.tokens
         last = f'{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{finish}"}}'
-        usage = json.dumps(self._usage(completion_tokens), separators=(",", ":"))
+        usage_object = self._usage(completion_tokens)
+        usage = json.dumps(usage_object, separators=(",", ":"))
 
         events = [chunk(first), *(chunk(choice) for choice in middle)]
         if scenario == "sse_cut":
@@ -603,10 +678,12 @@ class _Exchange:
             error = json.dumps({"error": {"message": self.error_message, "type": "server_error"}})
             events.insert(min(3, len(events)), f"data: {error}\n\n".encode())
         if scenario == "sse_usage_on_choice":
+            self._sent_usage(usage_object)
             events.append(chunk(last, usage=f',"usage":{usage}'))
         else:
             events.append(chunk(last))
             if asked and scenario != "sse_no_usage":
+                self._sent_usage(usage_object)
                 events.append(f'data: {prefix}],"usage":{usage}}}\n\n'.encode())
         events.append(b"data: [DONE]\n\n")
         self._write_events(events, last_chunk=True)
@@ -721,8 +798,9 @@ class FakeUpstream:
 
     Settings (plain attributes, read per request, safe to change while serving):
     ``default_scenario`` (``"auto"``), ``delay`` (seconds before ``slow`` answers, 2.0),
-    ``completion_text``, ``extra_prompt_tokens`` (added to the counted prompt, 0),
-    ``cached_tokens`` (reported ``prompt_tokens_details.cached_tokens``, 0), ``chunk_delay``
+    ``completion_text``, ``disagree`` (see below; True), ``extra_prompt_tokens`` (added to the
+    counted prompt, 0), ``cached_tokens`` (reported ``prompt_tokens_details.cached_tokens``;
+    None: 0, or the warm cache's share when disagreeing), ``chunk_delay``
     (seconds between SSE events, 0.0), ``cut_after_words`` (content events ``sse_cut`` sends, 3)
     ``gzip`` (compress chat answers for clients that accept gzip, as a CDN would; False),
     ``encoding`` (one of ``ENCODINGS``, for clients that accept it; None), ``force_encoding``
@@ -733,6 +811,17 @@ class FakeUpstream:
     request; ``X-Fake-Usage`` (JSON: an object's fields replace the usage's, ``"$absent"``
     removes one; anything else replaces the whole usage) and ``X-Fake-X-Metrics`` (JSON)
     shape hostile answers.
+
+    ``disagree`` (header ``X-Fake-Disagree: 0|1``) makes the usage one costkit cannot derive,
+    as the provider's is: ``prompt_tokens`` is the counted prompt plus an offset that changes
+    from request to request, ``completion_tokens`` the visible reply plus hidden reasoning
+    tokens (also in ``completion_tokens_details.reasoning_tokens``; see ``disagreement``), and
+    ``prompt_tokens_details.cached_tokens`` what a warm cache serves (``warm_cache_tokens``: 0
+    below 1024 prompt tokens, else 1024 + 128·k). The other knobs apply on top: the extra
+    prompt tokens are added, a set ``cached_tokens`` replaces the cache's share, and
+    ``X-Fake-Usage`` edits the result. Chat answers are numbered from 1 (``reset()`` starts
+    again; ``X-Fake-Sequence: N`` answers as number N would); ``RecordedRequest.usage`` is the
+    usage each answer carried, exactly as sent, and ``RecordedRequest.sequence`` its number.
 
     ``start()``/``stop()`` or use as a context manager; ``stop()`` also closes open keep-alive
     connections and aborts pending ``slow`` waits.
@@ -745,8 +834,9 @@ class FakeUpstream:
         default_scenario: str = "auto",
         delay: float = 2.0,
         completion_text: str = DEFAULT_COMPLETION_TEXT,
+        disagree: bool = True,
         extra_prompt_tokens: int = 0,
-        cached_tokens: int = 0,
+        cached_tokens: int | None = None,
         chunk_delay: float = 0.0,
         cut_after_words: int = 3,
         gzip: bool = False,
@@ -762,6 +852,7 @@ class FakeUpstream:
             "default_scenario": default_scenario,
             "delay": delay,
             "completion_text": completion_text,
+            "disagree": disagree,
             "extra_prompt_tokens": extra_prompt_tokens,
             "cached_tokens": cached_tokens,
             "chunk_delay": chunk_delay,
@@ -775,6 +866,7 @@ class FakeUpstream:
         self.default_scenario = default_scenario
         self.delay = delay
         self.completion_text = completion_text
+        self.disagree = disagree
         self.extra_prompt_tokens = extra_prompt_tokens
         self.cached_tokens = cached_tokens
         self.chunk_delay = chunk_delay
@@ -788,6 +880,7 @@ class FakeUpstream:
         self._port = port
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._sequence = 0
         self._errors: list[BaseException] = []
         self._arrived = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -877,6 +970,7 @@ class FakeUpstream:
         with self._lock:
             self._requests.clear()
             self._errors.clear()
+            self._sequence = 0
         for name, value in self._settings.items():
             setattr(self, name, value)
 
@@ -885,6 +979,12 @@ class FakeUpstream:
             with self._arrived:
                 self._requests.append(request)
                 self._arrived.notify_all()
+
+    def _next_sequence(self) -> int:
+        """1, 2, 3...: the number of this chat answer since ``start()`` or ``reset()``."""
+        with self._lock:
+            self._sequence += 1
+            return self._sequence
 
     def _record_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -900,12 +1000,19 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--scenario", default="auto", choices=sorted(SCENARIOS), help="default scenario")
     parser.add_argument("--delay", type=float, default=2.0, help="seconds the slow scenario waits")
     parser.add_argument("--record", action="store_true", help="keep every request in memory")
+    parser.add_argument(
+        "--agree", action="store_true", help="report usage costkit could compute (no disagreeing usage)"
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with FakeUpstream(
-        port=args.port, default_scenario=args.scenario, delay=args.delay, record=args.record
+        port=args.port,
+        default_scenario=args.scenario,
+        delay=args.delay,
+        record=args.record,
+        disagree=not args.agree,
     ) as up:
         print(f"READY {up.base_url}", flush=True)
         while not stop.wait(1.0):

@@ -1,10 +1,14 @@
 """Prompt and completion token counts computed independently of costkit, with plain tiktoken.
 
 The fake upstream answers with these as its ``usage``, so tests compare costkit's
-records with numbers costkit did not produce. The rules are the OpenAI cookbook's:
-3 per message, the tokens of every string value, 1 more per ``name``, 3 for the
-reply priming, ``num_tokens_for_tools`` for tool definitions, and gpt-4.1's tile
-method for images. tiktoken's own loader reads o200k_base from a private offline cache.
+records with numbers costkit did not produce. The rules are the OpenAI cookbook's
+"How to count tokens with tiktoken" (3 per message, the tokens of every string value,
+1 more per ``name``, 3 for the reply priming, ``num_tokens_for_tools`` for tool
+definitions) and, for images, gpt-4.1's tile method from OpenAI's images and vision
+guide. tiktoken's own loader reads o200k_base from a private offline cache.
+
+https://github.com/openai/openai-cookbook/blob/main/examples/How_to_count_tokens_with_tiktoken.ipynb
+https://platform.openai.com/docs/guides/images-vision
 """
 
 from __future__ import annotations
@@ -141,7 +145,9 @@ def _strip_period(text: str) -> str:
 
 
 def _tools_tokens(body: Mapping[str, Any]) -> int:
-    """The cookbook's ``num_tokens_for_tools`` for the o200k models (REFERENCE.md's constants)."""
+    """The cookbook's ``num_tokens_for_tools`` with its gpt-4o / gpt-4o-mini constants (o200k_base:
+    7 per function, 3 before the properties, 3 per property, -3 for an enum and 3 per item, 12 at
+    the end): the cookbook notebook named in the module docstring."""
     functions = [t.get("function") for t in body.get("tools") or () if isinstance(t, Mapping)]
     functions += list(body.get("functions") or ())
     if not functions:

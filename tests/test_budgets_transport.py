@@ -18,6 +18,7 @@ import pytest
 import costkit
 from costkit.budgets.events import BudgetEvent
 from tests.budget_helpers import BODY, WORST, admitting, counter, reservations, upstream, usd
+from tests.fakeupstream import FakeUpstream
 from tests.ledger_helpers import db_url, pg_schema, spooled_ids, sqlite_url
 
 __all__ = ["db_url", "pg_schema", "sqlite_url", "upstream"]
@@ -246,3 +247,24 @@ def test_a_client_with_mounts_calls_on_warning_once_an_event(sqlite_url: str, up
         assert client.post(f"{upstream.base_url}/chat/completions", json=BODY).status_code == 200
         assert ledger.flush(10)
     assert [e.threshold for e in heard] == [Decimal("0.1")]  # one transport per mount, one callback call
+
+
+def test_spend_is_what_the_provider_billed_even_past_the_worst_case(sqlite_url: str) -> None:
+    """The provider's usage is the truth: one that bills more than costkit could foresee (framing
+    tokens, hidden reasoning) takes spend past the limit by the difference; then nothing more fits."""
+    budget = admitting(2)
+    with FakeUpstream(default_scenario="json") as disagreeing, costkit.Ledger(sqlite_url) as ledger:
+        client = client_for(disagreeing, ledger, budgets=[budget])
+        client.chat.completions.create(**BODY)
+        assert ledger.flush(10)
+        (usage,) = [r.usage for r in disagreeing.requests]
+        billed = (usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]) * 2000 + (
+            usage["prompt_tokens_details"]["cached_tokens"] * 500 + usage["completion_tokens"] * 8000
+        )
+        assert billed > budget.limit_nanousd > WORST  # one request past a limit made for two
+        assert counter(sqlite_url, "cap") == (billed, 0)
+        assert ledger.budget_status(budget).spent_usd == usd(billed) > budget.usd
+        with pytest.raises(costkit.BudgetExceeded) as refused:
+            client.chat.completions.create(**BODY)
+        assert refused.value.spent_usd == usd(billed)
+        assert len(disagreeing.requests) == 1

@@ -87,17 +87,30 @@ def test_the_wrapper_records_a_content_list_request_in_a_fresh_process(tmp_path)
             )
             ledger.flush()
             (row,) = ledger.rows()
-            keys = ("status", "estimated_input_tokens", "error", "price_id")
+            keys = (
+                "status", "estimated_input_tokens", "error", "price_id", "usage_source",
+                "input_tokens", "cached_input_tokens", "output_tokens", "cost_nanousd",
+            )
             print(json.dumps({{k: row[k] for k in keys}}))
+            print(json.dumps(upstream.requests[-1].usage))
         """
     )
     assert result.returncode == 0, result.stderr
-    row = json.loads(result.stdout)
+    row_line, usage_line = result.stdout.splitlines()
+    row, usage = json.loads(row_line), json.loads(usage_line)
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    assert prompt != VISION_INPUT_TOKENS  # the provider's count of the image is not costkit's worst case
     assert row == {
         "status": "ok",
         "estimated_input_tokens": VISION_INPUT_TOKENS,
         "error": None,
         "price_id": "gpt-4.1@2025-04-14",
+        "usage_source": "provider",
+        "input_tokens": prompt,
+        "cached_input_tokens": cached,
+        "output_tokens": completion,
+        "cost_nanousd": (prompt - cached) * 2_000 + cached * 500 + completion * 8_000,
     }
 
 

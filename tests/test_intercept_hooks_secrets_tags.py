@@ -13,7 +13,17 @@ import pytest
 
 import costkit
 from costkit import Ledger
-from tests.test_intercept import BODY_MESSAGES, create, expected_prompt, ledger, rows, sdk, upstream
+from tests.fakeupstream import count_text
+from tests.test_intercept import (
+    BODY_MESSAGES,
+    assert_row_from_provider,
+    create,
+    expected_prompt,
+    ledger,
+    rows,
+    sdk,
+    upstream,
+)
 
 __all__ = ["ledger", "upstream"]
 
@@ -55,10 +65,16 @@ def test_a_hook_raising_in_before_send_is_logged_and_the_request_still_accounted
     assert len(upstream.requests) == 2  # sent
     found = rows(ledger)
     assert [r["status"] for r in found] == ["ok", "ok"]
-    prompt = expected_prompt(stream=False)
-    for row, reply in zip(found, replies, strict=True):
-        assert (row["usage_source"], row["input_tokens"]) == ("provider", prompt)
-        assert row["cost_nanousd"] == prompt * INPUT + reply.usage.completion_tokens * OUTPUT
+    for row, reply, sent in zip(found, replies, upstream.requests, strict=True):
+        prompt, completion = reply.usage.prompt_tokens, reply.usage.completion_tokens
+        assert (row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+            "provider",
+            prompt,
+            completion,
+        )
+        assert prompt != expected_prompt(stream=False)  # the provider's count, not costkit's
+        assert row["cost_nanousd"] == prompt * INPUT + completion * OUTPUT
+        assert_row_from_provider(row, sent, count_text(reply.choices[0].message.content))
         assert "hook Buggy.before_send failed (ValueError)" in row["notes"]
     errors = [
         r for r in caplog.records if r.levelno >= logging.ERROR and "Buggy.before_send" in r.getMessage()
@@ -73,7 +89,10 @@ def test_a_hook_raising_in_settled_does_not_lose_the_row(upstream, ledger, caplo
     client = sdk(upstream, ledger, hooks=[hook])
     create(client, "json", stream=False)
     list(create(client, "sse", stream=True))
-    assert [r["status"] for r in rows(ledger)] == ["ok", "ok"]
+    found = rows(ledger)
+    assert [r["status"] for r in found] == ["ok", "ok"]
+    assert_row_from_provider(found[0], upstream.requests[-2])
+    assert_row_from_provider(found[1], upstream.requests[-1])
     assert sum("Buggy.settled" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -142,6 +161,7 @@ def test_a_hooks_exception_text_reaches_no_log_with_the_key(upstream, ledger, ca
     )
     create(client, "json", stream=False)
     assert rows(ledger)[0]["status"] == "ok"
+    assert_row_from_provider(rows(ledger)[0], upstream.requests[-1])
     assert "Leaky.before_send" in caplog.text
     assert "abc-own-credential-42" not in caplog.text
 
@@ -174,7 +194,7 @@ def test_one_malformed_header_item_drops_only_itself_and_is_noted(upstream, ledg
     assert "tag 'big' from X-Costkit-Tags dropped: the value is longer than 200 characters" in notes
     assert upstream.requests[-1].header("x-costkit-tags") is None
     assert "oops" not in caplog.text and "nokey" not in caplog.text  # the header never reaches a log
-    assert row["cost_nanousd"] > 0
+    assert_row_from_provider(row, upstream.requests[-1])
 
 
 def test_bad_tags_in_costkit_tags_and_the_transport_are_dropped_with_one_warning(upstream, ledger, caplog):
@@ -185,6 +205,7 @@ def test_bad_tags_in_costkit_tags_and_the_transport_are_dropped_with_one_warning
         create(client, "json", stream=False)
     (row,) = rows(ledger)
     assert row["tags"] == {"team": "platform", "job": "nightly", "shard": "3"}
+    assert_row_from_provider(row, upstream.requests[-1])
     for expected in (
         "tag '' from Transport(tags=) dropped",
         "tag 'owner' from Transport(tags=) dropped",

@@ -13,10 +13,12 @@ import pytest
 
 import costkit
 from costkit.intercept import responses
-from tests.fakeupstream import count_completion
+from tests.fakeupstream import count_completion, count_text
 from tests.ledger_helpers import pg_schema, pg_url  # noqa: F401
 from tests.test_intercept import (
     BODY_MESSAGES,
+    assert_row_charged,
+    assert_row_from_provider,
     create,
     expected_prompt,
     ledger,
@@ -30,6 +32,16 @@ __all__ = ["ledger", "upstream"]
 
 INPUT, OUTPUT = 2000, 8000  # nano-USD per token, gpt-4.1
 STREAM_PROMPT = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+def assert_estimated_from_what_arrived(row: dict, upstream) -> None:
+    """A stream the caller stopped reading: costkit's input count, the output of what its copy saw
+    before the stop (at most the whole reply: how far that got depends on the socket's reads)."""
+    prompt, output = expected_prompt(stream=True), row["output_tokens"]
+    assert 0 < output <= count_completion(upstream.completion_text).tokens
+    assert_row_charged(row, (prompt, 0, output), "estimated")
+    assert row["cost_nanousd"] == prompt * INPUT + output * OUTPUT
+
 
 SHAPES = {
     "crlf": {"X-Fake-Line-Ending": "crlf"},
@@ -45,10 +57,9 @@ def test_odd_event_framing_is_read_exactly_and_hides_the_usage_chunk(upstream, l
     assert chunks and all(chunk.choices for chunk in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     (row,) = rows(ledger)
-    prompt, completion = expected_prompt(**STREAM_PROMPT), count_completion(text).tokens
-    assert (row["status"], row["usage_source"]) == ("ok", "provider")
-    assert (row["input_tokens"], row["output_tokens"]) == (prompt, completion)
-    assert row["cost_nanousd"] == prompt * INPUT + completion * OUTPUT
+    assert row["status"] == "ok"
+    assert row["estimated_input_tokens"] == expected_prompt(**STREAM_PROMPT)
+    assert_row_from_provider(row, upstream.requests[-1], count_completion(text).tokens)
 
 
 @pytest.mark.parametrize("shape", ["crlf", "split", "crlf split"])
@@ -62,7 +73,7 @@ def test_odd_event_framing_reaches_the_caller_byte_for_byte(upstream, ledger, sh
     with client.stream("POST", url, json=body, headers=headers) as response:
         got = b"".join(response.iter_raw())
     assert normalised(got) == normalised(expected)
-    assert rows(ledger)[0]["usage_source"] == "provider"
+    assert_row_from_provider(rows(ledger)[0], upstream.requests[-1], count_text(upstream.completion_text))
 
 
 def test_a_malformed_line_after_the_id_is_partial_through_the_sdk(upstream, ledger):
@@ -75,7 +86,7 @@ def test_a_malformed_line_after_the_id_is_partial_through_the_sdk(upstream, ledg
     (row,) = rows(ledger)
     assert row["status"] == "partial"
     assert "the caller's read ended in JSONDecodeError" in row["notes"]
-    assert row["cost_nanousd"] > 0
+    assert_estimated_from_what_arrived(row, upstream)
 
 
 def test_an_error_event_inside_a_200_stream_is_partial_with_its_message(upstream, ledger):
@@ -84,7 +95,7 @@ def test_an_error_event_inside_a_200_stream_is_partial_with_its_message(upstream
     (row,) = rows(ledger)
     assert (row["status"], row["http_status"]) == ("partial", 200)
     assert row["error"] == "The model overloaded mid-stream."
-    assert row["cost_nanousd"] > 0
+    assert_estimated_from_what_arrived(row, upstream)  # the SDK stopped at the error event
 
 
 def test_an_error_event_read_by_a_raw_client_is_partial_too(upstream, ledger):
@@ -98,6 +109,8 @@ def test_an_error_event_read_by_a_raw_client_is_partial_too(upstream, ledger):
     assert data.rstrip().endswith(b"data: [DONE]")
     (row,) = rows(ledger)
     assert row["status"] == "partial" and row["error"] == "The model overloaded mid-stream."
+    # Read to the end, the usage after the error event was seen: the provider's numbers.
+    assert_row_from_provider(row, upstream.requests[-1], count_text(upstream.completion_text))
 
 
 def test_a_200_body_that_is_not_json_is_partial_estimated_and_noted(upstream, ledger):
@@ -126,8 +139,8 @@ def test_a_stream_past_the_side_copy_bound_is_still_accounted_from_its_usage(ups
     assert all(chunk.choices for chunk in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     (row,) = rows(ledger)
-    assert row["usage_source"] == "provider"
-    assert row["output_tokens"] == count_completion(text).tokens  # the usage at the end was still read
+    # The usage at the end was still read, though the copy stopped long before it.
+    assert_row_from_provider(row, upstream.requests[-1], count_completion(text).tokens)
     assert row["status"] == "ok"  # the caller got it all; only costkit's copy was cut
 
 
@@ -136,8 +149,9 @@ def test_a_plain_body_past_the_side_copy_bound_is_forwarded_whole_and_noted(upst
     reply = create(sdk(upstream, ledger), "json", stream=False)
     assert reply.choices[0].message.content
     (row,) = rows(ledger)
-    assert row["status"] == "partial" and row["usage_source"] == "estimated"
+    assert row["status"] == "partial"
     assert "response body over 500 bytes: not read" in row["notes"]
+    assert_row_charged(row, (expected_prompt(stream=False), 0, 0), "estimated")
     assert row["cost_nanousd"] == expected_prompt(stream=False) * INPUT
 
 
@@ -150,6 +164,9 @@ def test_an_error_object_in_a_200_answer_is_partial_with_its_message(upstream, l
     assert response.status_code == 200 and "error" in response.json()
     (row,) = rows(ledger)
     assert (row["status"], row["error"]) == ("partial", "The model overloaded mid-stream.")
+    assert upstream.requests[-1].usage is None
+    assert_row_charged(row, (expected_prompt(stream=False), 0, 0), "estimated")
+    assert row["cost_nanousd"] == expected_prompt(stream=False) * INPUT
 
 
 def test_hostile_text_with_nul_bytes_still_reaches_postgresql(upstream, pg_schema, tmp_path):

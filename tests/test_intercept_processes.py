@@ -21,9 +21,17 @@ from sqlalchemy import create_engine, select
 import costkit
 from costkit.ledger.errors import LedgerError
 from costkit.ledger.schema import requests_table
-from tests.fakeupstream import count_text
+from tests.fakeupstream import count_completion, count_text
 from tests.ledger_helpers import TcpProxy, ids_in_ledger, pg_schema, pg_url
-from tests.test_intercept import BODY_MESSAGES, expected_prompt, ledger, rows, upstream
+from tests.test_intercept import (
+    BODY_MESSAGES,
+    assert_row_charged,
+    assert_row_from_provider,
+    expected_prompt,
+    ledger,
+    rows,
+    upstream,
+)
 
 __all__ = ["ledger", "pg_schema", "upstream"]
 
@@ -165,6 +173,9 @@ def test_a_stream_settled_at_exit_is_not_settled_again_when_closed(upstream, led
     stream.close()
     (row,) = rows(ledger)
     assert row["status"] == "partial" and "stream still open at interpreter exit" in row["notes"]
+    output = row["output_tokens"]  # what costkit's copy had read by then: at most the whole reply
+    assert 0 <= output <= count_completion(upstream.completion_text).tokens
+    assert_row_charged(row, (expected_prompt(stream=True), 0, output), "estimated")
 
 
 THROUGH_A_DOWN_LEDGER = """
@@ -203,6 +214,15 @@ def test_requests_never_wait_for_a_black_holed_ledger_database_and_their_rows_ar
     finally:
         proxy.close()
     assert len(ids_in_ledger(pg_url(pg_schema))) == 3
+    engine = create_engine(pg_url(pg_schema))
+    try:
+        with engine.connect() as connection:
+            found = [dict(r) for r in connection.execute(select(requests_table)).mappings()]
+    finally:
+        engine.dispose()
+    sent = {request.response_id: request for request in upstream.requests}
+    for row in found:  # the spooled rows kept the provider's numbers through the replay
+        assert_row_from_provider(row, sent[row["response_id"]])
 
 
 def test_a_stream_open_when_sigterm_arrives_is_settled_partial_and_kept(upstream, tmp_path):
@@ -226,10 +246,12 @@ def test_a_stream_open_when_sigterm_arrives_is_settled_partial_and_kept(upstream
     replayed = run("from costkit.cli import main; main(['ledger', 'replay', '--json'])", tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     (row,) = default_ledger_rows(tmp_path)
+    prompt = count_text("user") + count_text("Name three prime numbers.") + 3 + 3
     output = count_text(received)
     assert received and output > 0
-    assert (row["status"], row["output_tokens"]) == ("partial", output)
-    assert row["cost_nanousd"] == row["input_tokens"] * INPUT + output * OUTPUT > 0
+    assert (row["status"], row["usage_source"]) == ("partial", "estimated")
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (prompt, 0, output)
+    assert row["cost_nanousd"] == prompt * INPUT + output * OUTPUT > 0
 
 
 POOL = """
@@ -261,6 +283,19 @@ if __name__ == "__main__":
     ledger.flush()
     found = collections.Counter(int(r["tags"]["i"]) for r in ledger.rows())
     print(sorted(i for i in range(40) if found[i] != 3))  # tasks without exactly one row a round
+    # Every row of a plain call holds the usage the provider sent for it, at the published prices.
+    sent = {request.response_id: request.usage for request in upstream.requests}
+    wrong = []
+    for row in ledger.rows():
+        if not row["stream"]:
+            usage = sent[row["response_id"]]
+            tokens = (usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"],
+                      usage["completion_tokens"])
+            price = (tokens[0] - tokens[1]) * 2000 + tokens[1] * 500 + tokens[2] * 8000
+            got = (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"])
+            if (got, row["usage_source"], row["cost_nanousd"]) != (tokens, "provider", price):
+                wrong.append(row["tags"]["i"])
+    print(len([row for row in ledger.rows() if not row["stream"]]), wrong)
 """
 
 
@@ -279,4 +314,4 @@ def test_a_pool_whose_exit_sigterms_its_workers_keeps_every_row(tmp_path):
         cwd=REPO,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]", done.stdout
+    assert done.stdout.splitlines() == ["[]", "60 []"], done.stdout  # 20 plain calls a round, all exact

@@ -1,4 +1,5 @@
-"""Provider usage in odd shapes, price books that cannot be read, and rows that are never a silent $0.
+"""The provider's usage reaching the row unchanged, usage in odd shapes, price books that cannot be
+read, and rows that are never a silent $0.
 
 Driven by the official openai SDK through costkit's transport against the fake upstream;
 every figure is checked against arithmetic from the published gpt-4.1 prices: 2000 /
@@ -15,7 +16,7 @@ import pytest
 
 import costkit
 from costkit import PriceBookError
-from tests.fakeupstream import count_completion
+from tests.fakeupstream import count_completion, count_prompt, count_text
 from tests.test_intercept import BODY_MESSAGES, create, expected_prompt, ledger, rows, sdk, upstream
 
 __all__ = ["ledger", "upstream"]
@@ -29,6 +30,101 @@ def usage_header(**fields: object) -> dict[str, str]:
 
 def nano(prompt: int, cached: int, completion: int) -> int:
     return (prompt - cached) * INPUT + cached * CACHED + completion * OUTPUT
+
+
+# The provider's numbers reach the row unchanged ---------------------------------------------
+#
+# The fake disagrees with costkit: its prompt count carries an offset no client can see, its
+# completion count hidden reasoning tokens, and a prompt of 1024 tokens or more is served from a
+# warm cache in steps of 128. A row that took costkit's estimate for any of the three, or priced
+# the cached tokens at the input rate, fails here, for a JSON answer and for a stream whether the
+# caller asked for its usage or costkit did.
+
+LONG_MESSAGES = [
+    {"role": "system", "content": "You keep an exact ledger of what every model call costs. " * 120},
+    {"role": "user", "content": "Name three prime numbers."},
+]
+WAYS = {
+    "json": {"stream": False},
+    "stream, the caller asked for usage": {"stream": True, "stream_options": {"include_usage": True}},
+    "stream, costkit asked for usage": {"stream": True},
+}
+
+
+def long_request(upstream, ledger, way: str):
+    """One request with a long prompt, answered ``way``: (row, the recorded request, the tokens of
+    the visible reply as costkit would count them)."""
+    body = WAYS[way]
+    reply = sdk(upstream, ledger).chat.completions.create(
+        model="openai/gpt-4.1",
+        messages=LONG_MESSAGES,
+        extra_headers={"X-Fake-Scenario": "sse" if body["stream"] else "json"},
+        **body,
+    )
+    sent = upstream.requests[-1]
+    if body["stream"]:
+        chunks = list(reply)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        caller_usage = [c.usage.model_dump(exclude_none=True) for c in chunks if c.usage is not None]
+        assert caller_usage == ([sent.usage] if "stream_options" in body else [])  # the caller's own
+        assert sent.json["stream_options"] == {"include_usage": True}
+    else:
+        text = reply.choices[0].message.content
+        assert reply.usage.model_dump(exclude_none=True) == sent.usage
+    (row,) = [row for row in rows(ledger) if row["response_id"] == sent.response_id]
+    assert row["status"] == "ok" and row["usage_source"] == "provider"
+    return row, sent, count_text(text)
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_the_providers_input_tokens_reach_the_row_unchanged(upstream, ledger, way):
+    row, sent, _ = long_request(upstream, ledger, way)
+    estimate = count_prompt({"model": "openai/gpt-4.1", "messages": LONG_MESSAGES})
+    prompt = sent.usage["prompt_tokens"]
+    assert row["estimated_input_tokens"] == estimate != prompt  # costkit's count is not the provider's
+    assert row["input_tokens"] == prompt
+    cached, completion = row["cached_input_tokens"], row["output_tokens"]
+    assert row["cost_nanousd"] == (prompt - cached) * 2000 + cached * 500 + completion * 8000
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_the_providers_cached_tokens_reach_the_row_unchanged(upstream, ledger, way):
+    row, sent, _ = long_request(upstream, ledger, way)
+    cached = sent.usage["prompt_tokens_details"]["cached_tokens"]
+    prompt, completion = sent.usage["prompt_tokens"], sent.usage["completion_tokens"]
+    assert cached >= 1024 and cached % 128 == 0 and cached <= prompt  # costkit cannot guess it
+    assert row["cached_input_tokens"] == cached
+    assert row["cost_nanousd"] == (prompt - cached) * 2000 + cached * 500 + completion * 8000
+    assert row["cost_nanousd"] < prompt * 2000 + completion * 8000  # the cached share is cheaper
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_the_providers_output_tokens_reach_the_row_unchanged(upstream, ledger, way):
+    row, sent, visible = long_request(upstream, ledger, way)
+    completion = sent.usage["completion_tokens"]
+    reasoning = sent.usage["completion_tokens_details"]["reasoning_tokens"]
+    assert reasoning > 0 and completion == visible + reasoning  # hidden tokens costkit cannot count
+    assert row["output_tokens"] == completion
+    prompt, cached = row["input_tokens"], row["cached_input_tokens"]
+    assert row["cost_nanousd"] == (prompt - cached) * 2000 + cached * 500 + completion * 8000
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_each_row_keeps_its_own_requests_provider_numbers(upstream, ledger, way):
+    """The offset and the reasoning change between requests: each row holds its own request's."""
+    first, first_sent, _ = long_request(upstream, ledger, way)
+    second, second_sent, _ = long_request(upstream, ledger, way)
+    for row, sent in ((first, first_sent), (second, second_sent)):
+        prompt, completion = sent.usage["prompt_tokens"], sent.usage["completion_tokens"]
+        cached = sent.usage["prompt_tokens_details"]["cached_tokens"]
+        assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (
+            prompt,
+            cached,
+            completion,
+        )
+        assert row["cost_nanousd"] == (prompt - cached) * 2000 + cached * 500 + completion * 8000
+    assert first["input_tokens"] != second["input_tokens"]
+    assert first["output_tokens"] != second["output_tokens"]
 
 
 @pytest.mark.parametrize(
@@ -72,9 +168,9 @@ def test_a_missing_completion_count_is_estimated_not_zero(upstream, ledger):
     reply = create(sdk(upstream, ledger), "json", usage_header(completion_tokens="$absent"), stream=False)
     (row,) = rows(ledger)
     completion = count_completion(reply.choices[0].message.content).tokens
-    prompt = expected_prompt(stream=False)
-    assert completion > 0
-    assert (row["input_tokens"], row["output_tokens"]) == (prompt, completion)
+    prompt = upstream.requests[-1].usage["prompt_tokens"]  # still the provider's, field by field
+    assert completion > 0 and prompt != expected_prompt(stream=False)
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (prompt, 0, completion)
     assert row["usage_source"] == "estimated"
     assert row["cost_nanousd"] == nano(prompt, 0, completion)
     assert "usage.completion_tokens is missing" in row["notes"]
@@ -85,8 +181,13 @@ def test_a_streamed_unusable_completion_count_is_estimated_from_the_deltas(upstr
     chunks = list(create(sdk(upstream, ledger), "sse", usage_header(completion_tokens=-1), stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     (row,) = rows(ledger)
-    prompt = expected_prompt(stream=True, stream_options={"include_usage": True})
-    assert (row["input_tokens"], row["output_tokens"]) == (prompt, count_completion(text).tokens)
+    prompt = upstream.requests[-1].usage["prompt_tokens"]  # the provider's: only the output is estimated
+    assert prompt != expected_prompt(stream=True)
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (
+        prompt,
+        0,
+        count_completion(text).tokens,
+    )
     assert row["status"] == "ok" and row["usage_source"] == "estimated"
     assert row["cost_nanousd"] == nano(prompt, 0, count_completion(text).tokens) > 0
 

@@ -43,11 +43,10 @@ InsertBatch = Callable[[list[Record]], list[tuple[Record, str]]]
 
 @dataclass(slots=True)
 class ReplayResult:
-    """What one replay did: rows read from the spool, rows refused, files left for another replayer."""
+    """What one replay did: rows read from the spool, and how many of them the database refused."""
 
     rows: int = 0
     rejected: int = 0
-    busy_files: int = 0
 
 
 class Spool:
@@ -146,7 +145,7 @@ class Spool:
     def replay(self, insert: InsertBatch, batch_size: int = 1000, *, wait: bool = False) -> ReplayResult:
         """Insert every spooled row, oldest first, removing each file once its rows are committed.
 
-        A file another replayer holds is skipped (counted in ``busy_files``), or with
+        A file another replayer holds is skipped (it is that replayer's to insert), or with
         ``wait`` waited for, so that its rows are known to be committed on return.
 
         Raises ``DatabaseDown`` (leaving the unfinished file for the next replay) if the
@@ -166,7 +165,6 @@ class Spool:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
-                        result.busy_files += 1
                         continue
                 if os.fstat(fd).st_nlink == 0:
                     continue  # another replayer finished it while we waited

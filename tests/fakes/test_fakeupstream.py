@@ -1,5 +1,9 @@
 """FakeUpstream, driven the way costkit's users drive the provider: the official openai SDK (on its
-own httpx2 client and on a legacy ``httpx.Client``), raw httpx, and raw sockets for the framing."""
+own httpx2 client and on a legacy ``httpx.Client``), raw httpx, and raw sockets for the framing.
+
+These test the test double, not costkit. Most of them check the fake's counts against the
+cookbook, so their server reports agreeing usage (``disagree=False``); the disagreeing usage
+every interceptor test gets by default has its own section."""
 
 from __future__ import annotations
 
@@ -31,9 +35,11 @@ from tests.fakeupstream import (
     DEFAULT_TOOL_ARGUMENTS,
     SCENARIOS,
     FakeUpstream,
+    disagreement,
+    warm_cache_tokens,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "openai/gpt-4.1"
 MESSAGES = [
     {"role": "system", "content": "You are a terse assistant."},
@@ -46,8 +52,9 @@ MESSAGES = [
 
 @pytest.fixture(scope="module")
 def upstream(reference_encoding: Any) -> Iterator[FakeUpstream]:
-    """One server for the module (plain tiktoken already loaded by conftest's fixture)."""
-    with FakeUpstream() as server:
+    """One server for the module (plain tiktoken already loaded by conftest's fixture), reporting the
+    usage the cookbook gives; a test of the disagreeing usage switches it on (``reset()`` restores)."""
+    with FakeUpstream(disagree=False) as server:
         yield server
 
 
@@ -578,8 +585,10 @@ def test_requests_are_recorded_as_they_arrived(upstream: FakeUpstream) -> None:
     assert seen.header_values("X-TRACE") == ["a", "b"] and seen.header("x-missing") is None
     assert seen.scenario == "auto"
     upstream.default_scenario = "json_no_usage"
+    upstream.disagree = True
     upstream.reset()
     assert upstream.requests == [] and upstream.default_scenario == "auto"
+    assert upstream.disagree is False  # the constructor's setting
 
 
 def test_chunked_request_bodies_are_read(raw: httpx.Client, reference_encoding: Any) -> None:
@@ -681,6 +690,162 @@ def test_every_scenario_is_documented_and_answers(upstream: FakeUpstream, raw: h
     }
 
 
+# ---------------------------------------------------------------- disagreeing usage
+
+LONG_MESSAGES = [
+    {"role": "system", "content": "You summarise ledgers. " * 300},
+    {"role": "user", "content": "Summarise."},
+]
+
+
+def test_the_default_server_disagrees() -> None:
+    assert FakeUpstream().disagree is True
+
+
+def test_warm_cache_serves_nothing_below_1024_tokens_then_steps_of_128() -> None:
+    assert [warm_cache_tokens(n) for n in (0, 1023, 1024, 1151, 1152, 1279, 2006)] == [
+        0,
+        0,
+        1024,
+        1024,
+        1152,
+        1152,
+        1920,
+    ]
+
+
+def test_disagreement_is_never_zero_and_changes_from_one_request_to_the_next() -> None:
+    pairs = [disagreement(n) for n in range(1, 200)]
+    assert all(offset > 0 and reasoning > 0 for offset, reasoning in pairs)
+    assert all(a[0] != b[0] and a[1] != b[1] for a, b in itertools.pairwise(pairs))
+
+
+def test_disagreeing_json_usage_adds_an_offset_and_hidden_reasoning(
+    upstream: FakeUpstream, raw: httpx.Client, reference_encoding: Any
+) -> None:
+    upstream.disagree = True
+    answers = [raw.post("/chat/completions", content=body_of(False)).json() for _ in range(2)]
+    prompt = cookbook_prompt_tokens(reference_encoding, MESSAGES)
+    visible = len(reference_encoding.encode(DEFAULT_COMPLETION_TEXT))
+    for answer, seen in zip(answers, upstream.requests, strict=True):
+        offset, reasoning = disagreement(seen.sequence)
+        assert answer["choices"][0]["message"]["content"] == DEFAULT_COMPLETION_TEXT
+        assert answer["usage"] == {
+            "prompt_tokens": prompt + offset,
+            "completion_tokens": visible + reasoning,
+            "total_tokens": prompt + offset + visible + reasoning,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},  # under 1024: no cache
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+        assert seen.usage == answer["usage"]  # what the answer carried, kept on the recorded request
+        assert seen.response_id == answer["id"]
+    assert answers[0]["usage"]["prompt_tokens"] != answers[1]["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_disagreeing_stream_usage_is_the_one_recorded(
+    upstream: FakeUpstream, raw: httpx.Client, reference_encoding: Any, include_usage: bool
+) -> None:
+    upstream.disagree = True
+    body = body_of(True, stream_options={"include_usage": include_usage})
+    with raw.stream("POST", "/chat/completions", content=body) as response:
+        chunks = [json.loads(event) for event in sse_events(response)[:-1]]
+    (seen,) = upstream.requests
+    if not include_usage:
+        assert seen.usage is None and not any("usage" in c for c in chunks)
+        return
+    usage = chunks[-1]["usage"]
+    offset, reasoning = disagreement(seen.sequence)
+    assert usage == seen.usage
+    assert usage["prompt_tokens"] == cookbook_prompt_tokens(reference_encoding, MESSAGES) + offset
+    assert usage["completion_tokens"] == len(reference_encoding.encode(DEFAULT_COMPLETION_TEXT)) + reasoning
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == reasoning
+
+
+def test_a_long_prompt_is_served_from_a_warm_cache_in_steps_of_128(
+    upstream: FakeUpstream, client: openai.OpenAI, reference_encoding: Any
+) -> None:
+    upstream.disagree = True
+    usage = chat(client, messages=LONG_MESSAGES, stream=False).usage
+    offset = disagreement(upstream.requests[-1].sequence)[0]
+    prompt = cookbook_prompt_tokens(reference_encoding, LONG_MESSAGES) + offset
+    assert usage.prompt_tokens == prompt > 1024 + 128
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert cached == 1024 + 128 * ((prompt - 1024) // 128)
+    assert prompt - 128 < cached <= prompt and cached % 128 == 0
+    assert upstream.requests[-1].usage["prompt_tokens_details"]["cached_tokens"] == cached
+
+
+def test_the_header_switches_disagreement_per_request(upstream: FakeUpstream, raw: httpx.Client) -> None:
+    agreeing = raw.post("/chat/completions", content=body_of(False)).json()["usage"]
+    disagreeing = raw.post(
+        "/chat/completions", content=body_of(False), headers={"X-Fake-Disagree": "1"}
+    ).json()["usage"]
+    offset, reasoning = disagreement(upstream.requests[-1].sequence)
+    assert disagreeing["prompt_tokens"] == agreeing["prompt_tokens"] + offset
+    assert disagreeing["completion_tokens"] == agreeing["completion_tokens"] + reasoning
+    upstream.disagree = True
+    again = raw.post("/chat/completions", content=body_of(False), headers={"X-Fake-Disagree": "0"}).json()
+    assert again["usage"] == agreeing
+
+
+def test_the_other_usage_knobs_apply_on_top_of_disagreement(
+    upstream: FakeUpstream, raw: httpx.Client, reference_encoding: Any
+) -> None:
+    upstream.disagree = True
+    upstream.extra_prompt_tokens = 2000
+    prompt = cookbook_prompt_tokens(reference_encoding, MESSAGES)
+    warm = raw.post("/chat/completions", content=body_of(False)).json()["usage"]
+    assert warm["prompt_tokens"] == prompt + disagreement(upstream.requests[-1].sequence)[0] + 2000
+    assert warm["prompt_tokens_details"]["cached_tokens"] == warm_cache_tokens(warm["prompt_tokens"]) > 0
+    upstream.cached_tokens = 512
+    assert raw.post("/chat/completions", content=body_of(False)).json()["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 512,
+        "audio_tokens": 0,
+    }
+    edited = raw.post(
+        "/chat/completions",
+        content=body_of(False),
+        headers={"X-Fake-Cached-Tokens": "0", "X-Fake-Usage": json.dumps({"completion_tokens": 7})},
+    ).json()["usage"]
+    assert edited["completion_tokens"] == 7
+    assert edited["prompt_tokens"] == prompt + disagreement(upstream.requests[-1].sequence)[0] + 2000
+    assert edited["prompt_tokens_details"]["cached_tokens"] == 0
+    assert upstream.requests[-1].usage == edited
+
+
+def test_answers_without_usage_record_none(upstream: FakeUpstream, raw: httpx.Client) -> None:
+    upstream.disagree = True
+    for scenario in ("json_no_usage", "json_not_json", "json_error_200", "sse_no_usage", "status_429"):
+        raw.post("/chat/completions", content=body_of(False), headers={"X-Fake-Scenario": scenario})
+    assert [r.usage for r in upstream.requests] == [None] * 5
+    raw.post("/chat/completions", content=body_of(True), headers={"X-Fake-Scenario": "sse_usage_on_choice"})
+    assert upstream.requests[-1].usage["completion_tokens_details"]["reasoning_tokens"] > 0
+
+
+def test_answers_are_numbered_and_reset_starts_again() -> None:
+    # A server of its own: a slow answer left over from another test would take a number here.
+    with FakeUpstream() as server, httpx.Client(base_url=server.base_url) as raw:
+        usages = [raw.post("/chat/completions", content=body_of(False)).json()["usage"] for _ in range(3)]
+        assert [r.sequence for r in server.requests] == [1, 2, 3]
+        assert [u["prompt_tokens"] - usages[0]["prompt_tokens"] for u in usages] == [
+            disagreement(n)[0] - disagreement(1)[0] for n in (1, 2, 3)
+        ]
+        server.reset()
+        assert raw.post("/chat/completions", content=body_of(False)).json()["usage"] == usages[0]
+        pinned = raw.post("/chat/completions", content=body_of(False), headers={"X-Fake-Sequence": "2"})
+        assert pinned.json()["usage"] == usages[1]  # answered as the second answer was
+        assert [r.sequence for r in server.requests] == [1, 2]
+        assert raw.post("/chat/completions", content=body_of(False)).json()["usage"] == usages[1]
+        bad = raw.post("/chat/completions", content=body_of(False), headers={"X-Fake-Sequence": "x"})
+        assert bad.status_code == 400
+
+
 # ---------------------------------------------------------------- as a separate process
 
 
@@ -710,9 +875,15 @@ def test_subprocess_mode_prints_ready_and_answers() -> None:
                 model=MODEL,
                 messages=CORPORATE_JARGON,
                 stream=False,
-                extra_headers={"X-Fake-Scenario": "json"},
+                extra_headers={"X-Fake-Scenario": "json", "X-Fake-Disagree": "0"},
             )
             assert completion.usage.prompt_tokens == 124
+            disagreeing = sdk.chat.completions.create(  # the process disagrees by default
+                model=MODEL, messages=CORPORATE_JARGON, stream=False
+            )
+            offset, reasoning = disagreement(2)  # the process's second chat answer
+            assert disagreeing.usage.prompt_tokens == 124 + offset
+            assert disagreeing.usage.completion_tokens_details.reasoning_tokens == reasoning
             chunks = list(
                 sdk.chat.completions.create(
                     model=MODEL,
