@@ -340,3 +340,51 @@ def test_a_long_request_keeps_its_hold_past_the_lease(
         assert outcome and len(upstream.requests) == 1
         assert ledger.flush(10)
         assert counter(db_url, "cap") == (WORST, 0)
+
+
+def test_an_asyncio_client_waits_for_its_reservation_off_the_event_loop(tmp_path: Path, upstream) -> None:
+    """While another connection holds the SQLite write lock for a second, the reservation waits in a
+    worker thread: the event loop keeps running, and the request still carries ``costkit.tags``."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    search = admitting(5, "search", tags={"team": "search"})
+
+    async def main(ledger: costkit.Ledger) -> tuple[int, float]:
+        client = costkit.wrap(
+            openai.AsyncOpenAI(base_url=upstream.base_url, api_key="sk-test", max_retries=0),
+            ledger=ledger,
+            budgets=[search],
+        )
+        with costkit.tags(team="search"):
+            await client.chat.completions.create(**BODY)  # registers the budget
+            assert ledger.flush(10)
+            blocker = sqlite3.connect(path, timeout=30)
+            blocker.execute("BEGIN IMMEDIATE")
+            ticks, done = 0, asyncio.Event()
+
+            async def tick() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            async def release() -> None:
+                await asyncio.sleep(1.0)  # never runs while the loop is blocked
+                blocker.rollback()
+                blocker.close()
+
+            ticker, releaser = asyncio.create_task(tick()), asyncio.create_task(release())
+            began = time.monotonic()
+            await client.chat.completions.create(**BODY)
+            waited = time.monotonic() - began
+            done.set()
+            await asyncio.gather(ticker, releaser)
+        await client.close()
+        return ticks, waited
+
+    with costkit.Ledger(f"sqlite:///{path}") as ledger:
+        ticks, waited = asyncio.run(main(ledger))
+        assert waited >= 0.9 and ticks >= 40, (waited, ticks)
+        assert ledger.flush(10)
+        assert counter(f"sqlite:///{path}", "search") == (2 * WORST, 0)

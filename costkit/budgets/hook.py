@@ -14,8 +14,9 @@ refuses with nothing sent:
   without a reservation instead, logs one warning per outage and notes it on the row.
 
 The refusal is recorded as a ``blocked`` row by the accounting core. The reservation is
-the one place the request path waits for the database on purpose; soft budgets make
-no reservation and never wait. ``settled`` stops extending the request's lease: the
+the one place the request path waits for the database on purpose (an asyncio transport
+waits for it in a worker thread, never on the event loop); soft budgets make no
+reservation and never wait. ``settled`` stops extending the request's lease: the
 ledger writer settles the reservation in the transaction that stores its row.
 """
 
@@ -61,6 +62,9 @@ def lease_seconds() -> float:
 
 class BudgetHook:
     """Reserves before sending under hard budgets; see the module docstring for the contract."""
+
+    waits_for_database = True
+    """Asyncio transports run ``before_send`` (the whole pre-flight) in a worker thread for it."""
 
     def __init__(
         self,

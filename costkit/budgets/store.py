@@ -251,10 +251,10 @@ class BudgetStore:
             if self.dialect == "postgresql":
                 connection.exec_driver_sql("LOCK TABLE costkit_requests IN SHARE MODE")
             connection.execute(_UPSERT_DEFINITION, {**values, "now": now})
-            if stored is not None:  # a new scope: the old counters and holds counted other rows
-                params = {"budget": budget.name}
-                for table in ("costkit_budget_periods", "costkit_budget_reservations"):
-                    connection.execute(text(f"DELETE FROM {table} WHERE budget = :budget"), params)
+            # A new scope: counters and holds left under this name (an old scope's) counted other rows.
+            name = {"budget": budget.name}
+            for table in ("costkit_budget_periods", "costkit_budget_reservations"):
+                connection.execute(text(f"DELETE FROM {table} WHERE budget = :budget"), name)
             start, end = budget.bounds(now)
             spent = int(
                 connection.execute(

@@ -146,6 +146,8 @@ class _Configured:
             on_warning,
         )
         self.inner = inner if inner is not None else self._default_inner()
+        # A budget's reservation waits for its database: off the event loop for asyncio clients.
+        self._begins_in_thread = any(getattr(h, "waits_for_database", False) for h in self.options.hooks)
 
 
 @functools.cache
@@ -298,7 +300,12 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             if not is_chat_completions(request.method, request.url.path):
                 return await self.inner.handle_async_request(_without_tags(request))
             body = await request.aread()
-            call = _begin(self.options, request, body)
+            if self._begins_in_thread:
+                import anyio.to_thread  # its worker threads see the caller's contextvars (costkit.tags)
+
+                call = await anyio.to_thread.run_sync(_begin, self.options, request, body)
+            else:
+                call = _begin(self.options, request, body)
             if call is None:
                 return await self.inner.handle_async_request(_without_tags(request))
             if call.request_changed:
