@@ -8,10 +8,11 @@ reservation is left to the writer, which deletes it with the row, or to its leas
 A process killed with its requests in flight extends nothing: its reservations run
 out after one lease and the next reservation of the budget sweeps them away.
 
-The same thread registers the budgets of new transports in the background (retrying
-while the database does not answer), so soft budgets are counted without the request
-path ever waiting for it. A forked child starts with nothing held: what its parent
-holds is its parent's.
+The same thread registers the budgets of new transports in the background (retrying,
+from every second to every 30 seconds, while the database does not answer), so soft
+budgets are counted without the request path ever waiting for it. The thread ends when
+it has nothing left to do and starts again when it has. A forked child starts with
+nothing held: what its parent holds is its parent's.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ log = logging.getLogger("costkit")
 
 IDLE_S = 5.0
 RETRY_S = 1.0
+MAX_RETRY_S = 30.0
 
 
 class LeaseKeeper:
@@ -83,14 +85,19 @@ class LeaseKeeper:
 
         sigwatch.leave_signals_to_the_main_thread()
         last_extended = time.monotonic()
+        retry_s = RETRY_S
         while True:
-            retry = self._register_pending()
+            retry_s = min(retry_s * 2, MAX_RETRY_S) if self._register_pending() else RETRY_S
             with self._lock:
+                if not self._held and not self._pending:
+                    self._thread = None  # nothing to keep: the next hold or registration starts one
+                    return
                 shortest = min(self._held.values(), default=None)
+                retrying = bool(self._pending)
             interval = IDLE_S if shortest is None else shortest / 3
             due = last_extended + interval - time.monotonic()
             if due > 0:
-                self._wake.wait(min(due, RETRY_S) if retry else due)
+                self._wake.wait(min(due, retry_s) if retrying else due)
                 self._wake.clear()
                 continue
             last_extended = time.monotonic()
