@@ -38,6 +38,11 @@ _EXPORTS: dict[str, str] = {
     "to_usd": "costkit.money",
     "RequestRefused": "costkit.errors",
     "ContextWindowExceeded": "costkit.errors",
+    "ConfigError": "costkit.errors",
+    "BudgetExceeded": "costkit.errors",
+    "BudgetUnavailable": "costkit.errors",
+    "BudgetUnpriced": "costkit.errors",
+    "Budget": "costkit.budgets.budget",
     "Transport": "costkit.intercept.transports",
     "AsyncTransport": "costkit.intercept.transports",
     "Httpx2Transport": "costkit.intercept.transports",
@@ -51,6 +56,11 @@ __all__ = [
     "DEFAULT_OUTPUT_RESERVE",
     "AsyncHttpx2Transport",
     "AsyncTransport",
+    "Budget",
+    "BudgetExceeded",
+    "BudgetUnavailable",
+    "BudgetUnpriced",
+    "ConfigError",
     "ContextWindowExceeded",
     "Cost",
     "CostkitError",
@@ -82,10 +92,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from costkit.budgets.budget import Budget
     from costkit.counting.images import ImageCount
     from costkit.counting.requests import RequestCount, count_request
     from costkit.counting.tokens import count_text
     from costkit.errors import (
+        BudgetExceeded,
+        BudgetUnavailable,
+        BudgetUnpriced,
+        ConfigError,
         ContextWindowExceeded,
         CostkitError,
         InvalidRequest,

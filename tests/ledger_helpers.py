@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_DSN = f"host={PG_HOST} port={PG_PORT} user=postgres dbname=test connect_timeout=5"
 COSTKIT = Path(sys.executable).parent / "costkit"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest migration: written out here, so a new one has to be acknowledged by the tests."""
 
 

@@ -36,7 +36,15 @@ from tests.ledger_helpers import (  # noqa: F401
     scalar,
 )
 
-COSTKIT_TABLES = {"costkit_requests", "costkit_request_tags", "costkit_alembic_version"}
+COSTKIT_TABLES = {
+    "costkit_requests",
+    "costkit_request_tags",
+    "costkit_alembic_version",
+    "costkit_budgets",
+    "costkit_budget_periods",
+    "costkit_budget_reservations",
+    "costkit_budget_events",
+}
 
 
 def _shape(engine: Engine) -> dict[str, Any]:

@@ -44,8 +44,10 @@ def test_downgrade_without_a_revision_drops_nothing(db_url: str) -> None:
 
     step = run_costkit("db", "downgrade", "-1", "--yes", "--db", db_url)  # spelled out, it is allowed
     assert step.returncode == 0, step.stderr
-    assert "at revision 0002" in step.stdout
-    assert scalar(db_url, "SELECT request_id FROM requests") == "kept"
+    assert "at revision 0003" in step.stdout
+    assert scalar(db_url, "SELECT request_id FROM costkit_requests") == "kept"
+    with pytest.raises(Exception, match="costkit_budgets"):  # 0004's tables went down with it
+        scalar(db_url, "SELECT count(*) FROM costkit_budgets")
     assert run_costkit("db", "upgrade", "--db", db_url).returncode == 0
     assert scalar(db_url, "SELECT request_id FROM costkit_requests") == "kept"
 

@@ -5,7 +5,8 @@ transport). Chat-completions requests are counted, pre-flighted and recorded;
 everything else passes through untouched. The caller gets the same status,
 headers and body bytes at the same moment: each chunk is forwarded as it
 arrives, read on the side. The only exceptions costkit raises are declared
-pre-flight refusals (``ContextWindowExceeded``), raised before any byte is sent;
+pre-flight refusals (``ContextWindowExceeded``; under ``budgets=``, ``BudgetExceeded``,
+``BudgetUnpriced`` and ``BudgetUnavailable``: see ``costkit.budgets.hook``), raised before any byte is sent;
 the caller's own exceptions (timeouts, dropped connections) reach it unchanged.
 
 One accounting core (``costkit.intercept.accounting``) serves both HTTP stacks: ``httpx``
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -31,6 +32,10 @@ from costkit.intercept.options import Hook, Options, Recorder, default_ledger, l
 from costkit.intercept.responses import ResponseReader
 from costkit.pricing import PriceBook
 from costkit.verdict import DEFAULT_OUTPUT_RESERVE
+
+if TYPE_CHECKING:
+    from costkit.budgets.budget import Budget
+    from costkit.budgets.events import BudgetEvent
 
 log = logging.getLogger("costkit")
 _NOT_FORWARDED = frozenset({"content-encoding", "content-length"})
@@ -44,6 +49,9 @@ def _options(
     default_output_reserve: int,
     price_book: PriceBook | None,
     hooks: Sequence[Hook],
+    budgets: Any = None,
+    on_unavailable: str = "refuse",
+    on_warning: Any = None,
 ) -> Options:
     """Check and resolve a transport's options at set-up, so nothing of this fails per request.
 
@@ -60,6 +68,11 @@ def _options(
     get_encoding()  # here, not at settle time (a stream settled at exit must not load it)
     if ledger is None:
         ledger = default_ledger()  # never waits on its database; a URL that cannot be right raises here
+    if budgets is not None:
+        from costkit.budgets.hook import budget_hook
+
+        hook = budget_hook(ledger, budgets, on_unavailable, on_warning)
+        hooks = (*hooks, hook) if hook is not None else hooks
     inflight.register_exit_settle()
     return Options(
         ledger=ledger,
@@ -116,11 +129,25 @@ class _Configured:
         default_output_reserve: int = DEFAULT_OUTPUT_RESERVE,
         price_book: PriceBook | None = None,
         hooks: Sequence[Hook] = (),
+        budgets: Sequence[Budget] | str | None = None,
+        on_unavailable: str = "refuse",
+        on_warning: Callable[[BudgetEvent], Any] | None = None,
     ) -> None:
         self.options = _options(
-            ledger, tags, preflight, context_limit, default_output_reserve, price_book, hooks
+            ledger,
+            tags,
+            preflight,
+            context_limit,
+            default_output_reserve,
+            price_book,
+            hooks,
+            budgets,
+            on_unavailable,
+            on_warning,
         )
         self.inner = inner if inner is not None else self._default_inner()
+        # A budget's reservation waits for its database: off the event loop for asyncio clients.
+        self._begins_in_thread = any(getattr(h, "waits_for_database", False) for h in self.options.hooks)
 
 
 @functools.cache
@@ -273,7 +300,12 @@ def transport_classes(hx: ModuleType) -> tuple[type, type]:
             if not is_chat_completions(request.method, request.url.path):
                 return await self.inner.handle_async_request(_without_tags(request))
             body = await request.aread()
-            call = _begin(self.options, request, body)
+            if self._begins_in_thread:
+                import anyio.to_thread  # its worker threads see the caller's contextvars (costkit.tags)
+
+                call = await anyio.to_thread.run_sync(_begin, self.options, request, body)
+            else:
+                call = _begin(self.options, request, body)
             if call is None:
                 return await self.inner.handle_async_request(_without_tags(request))
             if call.request_changed:

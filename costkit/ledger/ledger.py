@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import URL, Engine
 
@@ -29,8 +29,16 @@ from costkit.ledger.spool import ReplayResult, Spool, rejection
 from costkit.ledger.store import Store
 from costkit.ledger.writer import Writer
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pandas as pd
+
+    from costkit.budgets.budget import Budget
+    from costkit.budgets.events import BudgetEvent
+    from costkit.budgets.status import BudgetStatus
 
 
 class Ledger:
@@ -110,6 +118,11 @@ class Ledger:
     @property
     def spool_dir(self) -> Path:
         return self.spool.directory
+
+    @property
+    def database_down(self) -> bool:
+        """True while the writer finds the database down (rows wait in the spool until it answers)."""
+        return self._writer.down
 
     def record(self, row: Row) -> None:
         """Account one request. Returns without waiting on the database.
@@ -238,6 +251,38 @@ class Ledger:
         Rows still in the queue or spool are not shown: ``flush()`` first.
         """
         return frame_of(self.rows(since, until, tags))
+
+    def budget_status(self, budget: Budget | str, at: datetime | None = None) -> BudgetStatus:
+        """Where ``budget`` (a ``costkit.Budget``, or the name of one registered here) stands at ``at``.
+
+        ``.spent_usd`` is summed exactly from the period's matching rows, ``.reserved_usd`` from
+        the reservations still within their lease, ``.remaining_usd`` is what is left;
+        ``.period_start``/``.period_end`` are aware datetimes in the budget's zone. ``at``
+        (aware; default now) picks the period. Committed rows only: ``flush()`` first.
+        Raises ``DatabaseDown`` if the database does not answer.
+        """
+        from costkit.budgets.status import budget_status
+
+        return self._read(lambda engine: budget_status(engine, budget, at))
+
+    def budget_events(self, budget: str | None = None) -> list[BudgetEvent]:
+        """The budget warnings recorded (a threshold crossed, once per budget, period and threshold)."""
+        from costkit.budgets.status import budget_events
+
+        return self._read(lambda engine: budget_events(engine, budget))
+
+    def _read(self, read: Callable[[Engine], T]) -> T:
+        engine = self._reading_engine()
+        try:
+            return read(engine)
+        except (ValueError, TypeError, LedgerError):
+            raise
+        except Exception as error:
+            if is_database_down(error):
+                raise DatabaseDown(
+                    f"the ledger database {safe_url(self.url)} is unavailable: {first_line(error)}"
+                ) from error
+            raise
 
 
 def replay_spool(

@@ -11,6 +11,11 @@ Every name costkit creates starts with ``costkit_`` (tables, the Alembic version
 table) or derives from such a table name (indexes and constraints, through
 ``NAMING_CONVENTION``), so the ledger can share a database with an application
 that has its own ``requests`` table.
+
+The budget tables (``costkit_budget*``, see ``costkit.budgets``) hold each registered
+budget's definition, a spend counter per budget and period (kept by whoever writes
+rows, in the same transaction), the reservations of requests in flight, and the
+warning thresholds crossed, once per budget, period and threshold.
 """
 
 from __future__ import annotations
@@ -145,8 +150,78 @@ class RequestTag(Base):
     request: Mapped[Request] = relationship(back_populates="tags")
 
 
+BUDGET_PERIODS = ("day", "week", "month", "total")
+
+
+class BudgetDefinition(Base):
+    """A budget registered by some process: spend is counted toward it by every writer of the ledger."""
+
+    __tablename__ = "costkit_budgets"
+    __table_args__ = (CheckConstraint(_in("period", BUDGET_PERIODS), name="period"),)
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    limit_nanousd: Mapped[int] = mapped_column(BigInteger)
+    period: Mapped[str]
+    tz: Mapped[str]
+    tags: Mapped[str] = mapped_column(Text)  # a JSON object, keys sorted
+    hard: Mapped[bool]
+    warn_at: Mapped[str]  # the thresholds as decimal text, comma-separated ("0.5,0.8,1")
+    registered_at: Mapped[datetime]
+
+
+class BudgetPeriod(Base):
+    """One budget's counter for one period: settled spend and the worst cases reserved in flight."""
+
+    __tablename__ = "costkit_budget_periods"
+
+    budget: Mapped[str] = mapped_column(
+        ForeignKey("costkit_budgets.name", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    spent_nanousd: Mapped[int] = mapped_column(BigInteger)
+    reserved_nanousd: Mapped[int] = mapped_column(BigInteger)
+
+
+class BudgetReservation(Base):
+    """A request's worst case held against a budget until its row is written or its lease ends."""
+
+    __tablename__ = "costkit_budget_reservations"
+    __table_args__ = (Index(None, "budget", "expires_at"),)
+
+    request_id: Mapped[str] = mapped_column(primary_key=True)
+    budget: Mapped[str] = mapped_column(
+        ForeignKey("costkit_budgets.name", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime]
+    amount_nanousd: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    pid: Mapped[int | None]
+    host: Mapped[str | None]
+
+
+class BudgetEvent(Base):
+    """A warning threshold crossed: recorded once per budget, period and threshold, by any process."""
+
+    __tablename__ = "costkit_budget_events"
+
+    budget: Mapped[str] = mapped_column(
+        ForeignKey("costkit_budgets.name", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    threshold: Mapped[str] = mapped_column(primary_key=True)  # decimal text: "0.8"
+    limit_nanousd: Mapped[int] = mapped_column(BigInteger)
+    spent_nanousd: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
 requests_table = cast(Table, Request.__table__)
 request_tags_table = cast(Table, RequestTag.__table__)
+
+budgets_table = cast(Table, BudgetDefinition.__table__)
+budget_periods_table = cast(Table, BudgetPeriod.__table__)
+budget_reservations_table = cast(Table, BudgetReservation.__table__)
+budget_events_table = cast(Table, BudgetEvent.__table__)
 
 REQUEST_COLUMNS: tuple[str, ...] = tuple(c.name for c in Request.__table__.columns)
 """Every column of ``costkit_requests``, in table order: the keys of one insert parameter dict."""

@@ -16,6 +16,13 @@ and replaying a batch is harmless. No ORM unit of work on this path:
 If the database refuses some rows of a batch, the batch is split in halves until
 the refused rows are alone; the others commit.
 
+Budgets: in the same transaction, after the insert, ``costkit.budgets.settle`` adds the
+new rows' costs to the registered budgets' counters and settles their reservations
+(one small read when no budget is registered). It must know which rows are new:
+PostgreSQL's insert returns their ids; SQLite's ``executemany`` only counts them, so
+when some of a batch were already there (a replay) and budgets are registered, the
+batch is inserted again row by row, each row counted on its own.
+
 Before its first write (and before any read through ``ensure_schema``), the store
 brings the schema to head, once: opening a ledger connects to nothing, so a
 database that is down at start costs no one a wait but the writer thread. Every
@@ -28,7 +35,7 @@ from __future__ import annotations
 import json
 import operator
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +43,8 @@ from sqlalchemy import JSON, Boolean, Table, TextClause, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from costkit.budgets.events import announce
+from costkit.budgets.settle import Ambiguous, settle_batch
 from costkit.ledger import migrate
 from costkit.ledger.engine import first_line, is_database_down
 from costkit.ledger.errors import DatabaseDown, LedgerError, RowsRefused
@@ -59,24 +68,44 @@ class Store:
         self._schema_ready = not migrate_schema
         if engine.dialect.name == "postgresql":
             self._write = self._write_unnest
-            self._unnest_requests = _unnest_insert(requests_table, "request_id")
+            self._unnest_requests = _unnest_insert(requests_table, "request_id", returning="request_id")
             self._unnest_tags = _unnest_insert(request_tags_table, "request_id, key")
         else:
             self._write = self._write_executemany
             self._sqlite_requests = _SqliteInsert(requests_table, ["request_id"])
             self._sqlite_tags = _SqliteInsert(request_tags_table, ["request_id", "key"])
 
-    def _write_executemany(self, connection: Connection, rows: list[Record], tags: list[Any]) -> None:
-        self._sqlite_requests.execute(connection, rows)
+    def _write_executemany(
+        self, connection: Connection, records: list[Record], rows: list[Record], tags: list[Any], each: bool
+    ) -> Sequence[Record] | None:
+        """Insert a batch; the records inserted (not already there), or None when SQLite cannot say."""
+        inserted: Sequence[Record] | None
+        if each:
+            insert = self._sqlite_requests.execute
+            inserted = [r for r, row in zip(records, rows, strict=True) if insert(connection, [row])]
+        else:
+            count = self._sqlite_requests.execute(connection, rows)
+            inserted = records if count == len(rows) else None
         if tags:
             self._sqlite_tags.execute(connection, tags)
+        return inserted
 
-    def _write_unnest(self, connection: Connection, rows: list[Record], tags: list[Any]) -> None:
+    def _write_unnest(
+        self, connection: Connection, records: list[Record], rows: list[Record], tags: list[Any], each: bool
+    ) -> Sequence[Record] | None:
         arrays = {name: [row[name] for row in rows] for name in REQUEST_COLUMNS}
         arrays["x_metrics"] = [None if v is None else json.dumps(v) for v in arrays["x_metrics"]]
-        connection.execute(self._unnest_requests, arrays)
+        new = set(connection.execute(self._unnest_requests, arrays).scalars())
         if tags:
             connection.execute(self._unnest_tags, {name: [t[name] for t in tags] for name in _TAG_COLUMNS})
+        if len(new) == len(records):
+            return records
+        inserted = []
+        for record in records:  # the first of a request id sent twice in one batch is the one inserted
+            if record["request_id"] in new:
+                new.discard(record["request_id"])
+                inserted.append(record)
+        return inserted
 
     def after_fork_in_child(self) -> None:
         """Fresh locks: another thread may have held them when the process forked."""
@@ -117,12 +146,21 @@ class Store:
         self.ensure_schema()
         rows, tags = insert_params(records)
         try:
-            with self.write_lock, self.engine.begin() as connection:
-                self._write(connection, rows, tags)
+            try:
+                events = self._insert(records, rows, tags, each=False)
+            except Ambiguous:
+                events = self._insert(records, rows, tags, each=True)
         except Exception as error:
             if is_database_down(error):
                 raise DatabaseDown(f"ledger database unavailable: {first_line(error)}") from error
             raise RowsRefused(first_line(error)) from error
+        if events:
+            announce(self, events)
+
+    def _insert(self, records: list[Record], rows: list[Record], tags: list[Any], *, each: bool) -> list[Any]:
+        with self.write_lock, self.engine.begin() as connection:
+            inserted = self._write(connection, records, rows, tags, each)
+            return settle_batch(connection, records, inserted)
 
     def insert_isolating(self, records: list[Record]) -> list[tuple[Record, str]]:
         """Commit every record the database accepts; return the refused ones with the reason.
@@ -178,7 +216,8 @@ class _SqliteInsert:
         if len(names) == 1:
             raise ValueError("a single-column insert would make itemgetter return a scalar")
 
-    def execute(self, connection: Connection, rows: list[Record]) -> None:
+    def execute(self, connection: Connection, rows: list[Record]) -> int:
+        """Insert ``rows``; how many were new (the others' keys were already there)."""
         values, converters = self._values, self._converters
         params = []
         for row in rows:
@@ -186,10 +225,10 @@ class _SqliteInsert:
             for index, convert in converters:
                 item[index] = convert(item[index])
             params.append(tuple(item))
-        connection.exec_driver_sql(self.sql, params)
+        return int(connection.exec_driver_sql(self.sql, params).rowcount)
 
 
-def _unnest_insert(table: Table, conflict: str) -> TextClause:
+def _unnest_insert(table: Table, conflict: str, returning: str | None = None) -> TextClause:
     """``INSERT INTO t (cols) SELECT * FROM unnest(:c1::T1[], ...) ON CONFLICT (...) DO NOTHING``."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     arrays = []
@@ -202,5 +241,5 @@ def _unnest_insert(table: Table, conflict: str) -> TextClause:
     names = ", ".join(column.name for column in table.columns)
     return text(
         f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({', '.join(arrays)}) "
-        f"ON CONFLICT ({conflict}) DO NOTHING"
+        f"ON CONFLICT ({conflict}) DO NOTHING" + (f" RETURNING {returning}" if returning else "")
     )

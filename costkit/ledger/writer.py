@@ -106,6 +106,11 @@ class Writer:
         self._delay = FIRST_RETRY_S
         self._replay_wanted = False
 
+    @property
+    def down(self) -> bool:
+        """True while the database is known down: rows go to the spool until it answers again."""
+        return self._down
+
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="costkit-ledger-writer", daemon=True)
         self._thread.start()
