@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from costkit.budgets.budget import Budget
 from costkit.budgets.sql import TIME, sql
@@ -86,6 +88,27 @@ def counter(url: str, budget: str) -> tuple[int, int]:
     found = counters(url, budget)
     assert len(found) == 1, found
     return next(iter(found.values()))
+
+
+def wait_registered(url: str, budget: str, timeout: float = 10.0) -> None:
+    """Wait until a budget's registration (done on a background thread) is in the database."""
+    engine = create_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as connection:
+                try:
+                    found = connection.execute(
+                        text("SELECT 1 FROM costkit_budgets WHERE name = :b"), {"b": budget}
+                    ).first()
+                except DBAPIError:  # the ledger creates its tables on its own thread, too
+                    found = None
+            if found is not None:
+                return
+            assert time.monotonic() < deadline, f"budget {budget!r} was not registered in {timeout} s"
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
 
 
 def reservations(url: str) -> list[tuple[str, str, int]]:

@@ -17,7 +17,7 @@ import pytest
 
 import costkit
 from costkit.budgets.events import BudgetEvent
-from tests.budget_helpers import BODY, WORST, admitting, counter, reservations, upstream, usd
+from tests.budget_helpers import BODY, WORST, admitting, counter, reservations, upstream, usd, wait_registered
 from tests.fakeupstream import FakeUpstream
 from tests.ledger_helpers import db_url, pg_schema, spooled_ids, sqlite_url
 
@@ -125,6 +125,8 @@ def test_a_soft_budget_never_refuses_and_warns_once_per_threshold(
     heard: list[BudgetEvent] = []
     with costkit.Ledger(sqlite_url) as ledger:
         client = client_for(upstream, ledger, budgets=[soft], on_warning=heard.append)
+        # registration runs in the background; once it is in, each row's spend is counted as it lands
+        wait_registered(sqlite_url, "soft")
         for _ in range(3):
             client.chat.completions.create(**BODY)
             assert ledger.flush(10)
