@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from typing import Literal
 
 from costkit.guard.measure import Figures
@@ -31,7 +32,7 @@ def exceeds_percent(delta: int, base: int, limit: Decimal) -> bool:
     Growth from nothing (``base`` 0, ``delta`` > 0) exceeds every percentage."""
     if delta <= 0:
         return False
-    return base == 0 or Decimal(delta) * 100 > limit * base
+    return base == 0 or Fraction(delta * 100) > Fraction(limit) * base
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,9 @@ def _git(args: list[str], cwd: str, what: str, stdin: bytes | None = None) -> by
 
 
 def expand(arguments: tuple[str, ...], tree: GitTree | None = None) -> list[str]:
-    """The files the arguments name, in order, each once: literal paths as given (``-`` is stdin),
-    globs expanded in the working tree and, with ``tree``, at its ref as well.
+    """The files the arguments name, in order, each once: paths as given (``-`` is stdin), and globs
+    expanded in the working tree and, with ``tree``, at its ref as well. An argument naming an existing
+    file is that file, even when its name holds glob characters.
 
     A literal path that is not a file, or a glob that matches nothing anywhere, is a ``SourceError``.
     """
@@ -175,7 +176,7 @@ def expand(arguments: tuple[str, ...], tree: GitTree | None = None) -> list[str]
         if argument == STDIN:
             files[STDIN] = None
             continue
-        if not has_magic(argument):
+        if os.path.isfile(argument) or not has_magic(argument):  # a file named a[1].jsonl is that file
             if not os.path.isfile(argument):
                 problem = "is a directory" if os.path.isdir(argument) else "no such file"
                 raise SourceError(f"{argument}: {problem}")
