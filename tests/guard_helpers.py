@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,9 @@ def guard(
 ) -> subprocess.CompletedProcess[str]:
     """The installed ``costkit guard`` run in ``cwd``, with its own data directory and no step summary
     unless ``env`` names one."""
-    data = cwd / ".xdg-data"
-    data.mkdir(exist_ok=True)
-    full_env = {"XDG_DATA_HOME": str(data), "GITHUB_STEP_SUMMARY": "", **(env or {})}
-    return run_costkit("guard", *args, env=full_env, cwd=cwd, stdin=stdin)
+    with tempfile.TemporaryDirectory(prefix="guard-data-") as data:
+        full_env = {"XDG_DATA_HOME": data, "GITHUB_STEP_SUMMARY": "", **(env or {})}
+        return run_costkit("guard", *args, env=full_env, cwd=cwd, stdin=stdin)
 
 
 def guard_json(cwd: Path, *args: str, expect: int = 0, **kwargs: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -269,3 +270,23 @@ def test_a_bad_price_file_is_bad_input(tmp_path):
     write_jsonl(tmp_path / "e.jsonl", [body("x")])
     (tmp_path / "prices.toml").write_text("[[price]]\nid = 3\n")
     assert "prices.toml" in one_line_error(guard(tmp_path, "e.jsonl", "--prices", "prices.toml"))
+
+
+def test_the_shipped_example_evals_pass_the_example_workflow_limits():
+    from tests.conftest import ROOT
+
+    bodies = [json.loads(line) for line in (ROOT / "examples/evals/grading.jsonl").read_text().splitlines()]
+    out = guard_json(ROOT, "examples/evals/*.jsonl", "--max-usd", "25", "--max-usd-per-request", "0.50")
+    assert [r["max_cost_nanousd"] for r in out["requests"]] == [worst_nanousd(b) for b in bodies]
+
+
+def test_every_option_the_example_workflow_passes_is_one_guard_takes():
+    from tests.conftest import ROOT, run_costkit
+
+    workflow = (ROOT / "examples/github-workflow-guard.yml").read_text()
+    command = workflow[workflow.index("costkit guard '") : workflow.index('echo "exit=$?"')]
+    options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", command))
+    assert {"--base-ref", "--max-increase-pct", "--warn-increase-pct", "--markdown", "--json"} <= options
+    help_text = run_costkit("guard", "--help").stdout
+    assert all(option in help_text for option in options), options
+    assert "<!-- costkit-guard -->" in workflow
