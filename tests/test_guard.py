@@ -290,3 +290,16 @@ def test_every_option_the_example_workflow_passes_is_one_guard_takes():
     help_text = run_costkit("guard", "--help").stdout
     assert all(option in help_text for option in options), options
     assert "<!-- costkit-guard -->" in workflow
+
+
+def test_every_option_the_readme_ci_section_shows_is_one_guard_takes():
+    from tests.conftest import ROOT, run_costkit
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## CI guard") : readme.index("## Ledger")]
+    blocks = "".join(section.split("```")[1::2])
+    options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", blocks))
+    assert {"--base-ref", "--baseline", "--max-usd", "--max-increase-pct", "--markdown", "--json"} <= options
+    help_text = run_costkit("guard", "--help").stdout
+    assert sorted(o for o in options if o not in help_text) == []
+    assert all(len(line) <= 110 for line in section.splitlines())
