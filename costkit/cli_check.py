@@ -160,15 +160,16 @@ def priced_preflight(
     return verdict
 
 
-def _max_usd(value: str | None) -> Decimal | None:
+def amount_option(value: str | None, option: str, unit: str = "USD") -> Decimal | None:
+    """An option's non-negative, finite decimal, read exactly (never through a float); else ``BadInput``."""
     if value is None:
         return None
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        raise BadInput(f"--max-usd: not a number: {value!r}") from None
+        raise BadInput(f"{option}: not a number: {value!r}") from None
     if not amount.is_finite() or amount < 0:
-        raise BadInput(f"--max-usd: must be a non-negative amount of USD, not {value!r}")
+        raise BadInput(f"{option}: must be a non-negative amount of {unit}, not {value!r}")
     return amount
 
 
@@ -193,7 +194,7 @@ def check(
 
     Exits 0 when every request fits, 1 when one does not, 2 on bad input.
     """
-    limit_usd = _max_usd(max_usd)
+    limit_usd = amount_option(max_usd, "--max-usd")
     book = _price_book(prices)
     verdicts = [
         (where, priced_preflight(where, body, context_limit, default_max_tokens, book))

@@ -243,14 +243,14 @@ def test_a_malformed_request_is_bad_input_naming_file_line_and_field(tmp_path):
 def test_a_bad_amount_of_usd_is_bad_input(tmp_path, option, value, problem):
     write_jsonl(tmp_path / "e.jsonl", [body("x")])
     line = one_line_error(guard(tmp_path, "e.jsonl", option, value))
-    assert line == f"costkit: Invalid value for '{option}': {problem}"
+    assert line == f"costkit: {option}: {problem}"
 
 
 @pytest.mark.parametrize("option", ["--max-increase-pct", "--warn-increase-pct"])
 def test_a_bad_percentage_is_bad_input(tmp_path, option):
     write_jsonl(tmp_path / "e.jsonl", [body("x")])
     line = one_line_error(guard(tmp_path, "e.jsonl", option, "ten"))
-    assert line == f"costkit: Invalid value for '{option}': not a number: 'ten'"
+    assert line == f"costkit: {option}: not a number: 'ten'"
 
 
 @pytest.mark.parametrize("option", ["--max-increase-pct", "--max-increase-usd", "--warn-increase-pct"])

@@ -11,12 +11,19 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import click
 
 from costkit.cli import BadInput
-from costkit.cli_check import _context_limit, _default_max_tokens, _json, _price_book, _prices
+from costkit.cli_check import (
+    _context_limit,
+    _default_max_tokens,
+    _json,
+    _price_book,
+    _prices,
+    amount_option,
+)
 from costkit.errors import CostkitError
 from costkit.guard.checks import Batch, Check, Limits, evaluate
 from costkit.guard.diff import Diff, compare
@@ -29,18 +36,10 @@ STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 def _amount(unit: str) -> Callable[[click.Context, click.Parameter, str | None], Decimal | None]:
-    """An option callback reading a non-negative, finite decimal exactly (never through a float)."""
+    """An option callback reading a non-negative, finite decimal exactly, as ``check --max-usd`` does."""
 
     def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
-        if value is None:
-            return None
-        try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            raise click.BadParameter(f"not a number: {value!r}", ctx, param) from None
-        if not amount.is_finite() or amount < 0:
-            raise click.BadParameter(f"must be a non-negative amount of {unit}, not {value!r}", ctx, param)
-        return amount
+        return amount_option(value, param.opts[0], unit)
 
     return convert
 
