@@ -303,3 +303,32 @@ def test_every_option_the_readme_ci_section_shows_is_one_guard_takes():
     help_text = run_costkit("guard", "--help").stdout
     assert sorted(o for o in options if o not in help_text) == []
     assert all(len(line) <= 110 for line in section.splitlines())
+
+
+def test_an_extra_check_joins_the_verdict(tmp_path):
+    """The seam a budget check plugs into: (batch, diff) -> findings, after the built-in limits."""
+    from costkit.guard.checks import Finding, Limits
+    from costkit.guard.cli import Settings, run_guard
+    from costkit.guard.measure import Options
+    from costkit.guard.report import to_json
+    from costkit.pricing import default_price_book
+
+    bodies = [body("one", max_tokens=10), body("two", max_tokens=20)]
+    write_jsonl(tmp_path / "e.jsonl", bodies)
+    spent_nanousd = 5_000_000  # what a ledger would say the period has spent so far
+    limit_nanousd = spent_nanousd + sum(worst_nanousd(b) for b in bodies) - 1
+
+    def budget(batch, diff):
+        assert diff is None
+        if spent_nanousd + batch.totals.max_cost_nanousd > limit_nanousd:
+            yield Finding("fail", "budget", "spent so far + this batch's worst case is over the budget")
+
+    settings = Settings(
+        files=(str(tmp_path / "e.jsonl"),),
+        options=Options(None, 4096, default_price_book()),
+        limits=Limits(max_usd=usd(10**9)),
+    )
+    assert run_guard(settings).status == "pass"
+    result = run_guard(settings, extra=[budget])
+    assert result.status == "fail"
+    assert [(f["check"], f["level"]) for f in to_json(result)["findings"]] == [("budget", "fail")]
