@@ -17,6 +17,7 @@ import click
 LAZY_COMMANDS: dict[str, str] = {
     "count": "costkit.cli_check:count",
     "check": "costkit.cli_check:check",
+    "guard": "costkit.guard.cli:guard",
     "db": "costkit.ledger.cli:db",
     "ledger": "costkit.ledger.cli:ledger",
 }

@@ -21,8 +21,8 @@ from costkit.counting.bodyfile import iter_bodies
 from costkit.counting.requests import count_request
 from costkit.errors import CostkitError
 from costkit.money import format_usd, to_usd
-from costkit.pricing import PRICES_ENV, price_book_from
-from costkit.verdict import DEFAULT_OUTPUT_RESERVE, preflight
+from costkit.pricing import PRICES_ENV, PriceBook, price_book_from
+from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
 
 # JSONL files at least this large show a progress bar on stderr.
 PROGRESS_MIN_BYTES = 1 << 20
@@ -34,6 +34,19 @@ _prices = click.option(
     type=click.Path(dir_okay=False),
     default=None,
     help=f"A TOML price file adding or overriding entries (default: ${PRICES_ENV}).",
+)
+_context_limit = click.option(
+    "--context-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens a request may use in all (default: the model's context window).",
+)
+_default_max_tokens = click.option(
+    "--default-max-tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_OUTPUT_RESERVE,
+    show_default=True,
+    help="Output reserve of a request that sets neither max_completion_tokens nor max_tokens.",
 )
 
 
@@ -126,15 +139,37 @@ def count(files: tuple[str, ...], as_json: bool) -> None:
     click.echo(_table(headers, rows, right={2, 3, 4, 5, 6}))
 
 
-def _max_usd(value: str | None) -> Decimal | None:
+def _price_book(path: str | None) -> PriceBook:
+    try:
+        return price_book_from(path)
+    except CostkitError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def priced_preflight(
+    where: str, body: Any, context_limit: int | None, default_max_tokens: int, book: PriceBook
+) -> Preflight:
+    """The exact, priced pre-flight verdict of one body; a malformed or unpriced one is ``BadInput``."""
+    try:
+        verdict = preflight(
+            body, context_limit, default_output_reserve=default_max_tokens, exact=True, price_book=book
+        )
+        verdict.max_cost  # noqa: B018 - priced now so a missing price is bad input, not a crash later
+    except CostkitError as exc:
+        raise BadInput(f"{where}: {exc}") from None
+    return verdict
+
+
+def amount_option(value: str | None, option: str, unit: str = "USD") -> Decimal | None:
+    """An option's non-negative, finite decimal, read exactly (never through a float); else ``BadInput``."""
     if value is None:
         return None
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        raise BadInput(f"--max-usd: not a number: {value!r}") from None
+        raise BadInput(f"{option}: not a number: {value!r}") from None
     if not amount.is_finite() or amount < 0:
-        raise BadInput(f"--max-usd: must be a non-negative amount of USD, not {value!r}")
+        raise BadInput(f"{option}: must be a non-negative amount of {unit}, not {value!r}")
     return amount
 
 
@@ -143,19 +178,8 @@ def _max_usd(value: str | None) -> Decimal | None:
 @click.option(
     "--max-usd", default=None, metavar="USD", help="Fail unless the worst-case total is at most this."
 )
-@click.option(
-    "--context-limit",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Tokens a request may use in all (default: the model's context window).",
-)
-@click.option(
-    "--default-max-tokens",
-    type=click.IntRange(min=1),
-    default=DEFAULT_OUTPUT_RESERVE,
-    show_default=True,
-    help="Output reserve of a request that sets neither max_completion_tokens nor max_tokens.",
-)
+@_context_limit
+@_default_max_tokens
 @_prices
 @_json
 def check(
@@ -170,21 +194,12 @@ def check(
 
     Exits 0 when every request fits, 1 when one does not, 2 on bad input.
     """
-    limit_usd = _max_usd(max_usd)
-    try:
-        book = price_book_from(prices)
-    except CostkitError as exc:
-        raise BadInput(str(exc)) from None
-    verdicts = []
-    for where, body in _bodies(files):
-        try:
-            verdict = preflight(
-                body, context_limit, default_output_reserve=default_max_tokens, exact=True, price_book=book
-            )
-            verdict.max_cost  # noqa: B018 - priced now so a missing price is bad input, not a crash later
-        except CostkitError as exc:
-            raise BadInput(f"{where}: {exc}") from None
-        verdicts.append((where, verdict))
+    limit_usd = amount_option(max_usd, "--max-usd")
+    book = _price_book(prices)
+    verdicts = [
+        (where, priced_preflight(where, body, context_limit, default_max_tokens, book))
+        for where, body in _bodies(files)
+    ]
 
     total_nano = sum(v.max_cost_nanousd for _, v in verdicts)
     all_fit = all(v.fits for _, v in verdicts)
