@@ -25,6 +25,7 @@ from costkit.cli_check import (
     amount_option,
 )
 from costkit.errors import CostkitError
+from costkit.guard.budget import Standing, budget_check, chosen_budgets, standings
 from costkit.guard.checks import Batch, Check, Limits, evaluate
 from costkit.guard.diff import Diff, compare
 from costkit.guard.measure import Options, measure_contents, measure_files
@@ -55,6 +56,7 @@ class Settings:
     limits: Limits
     baseline: str | None = None
     base_ref: str | None = None
+    budgets: tuple[Standing, ...] = ()
 
 
 def _baseline_diff(path: str, head: Batch) -> Diff:
@@ -70,6 +72,10 @@ def _baseline_diff(path: str, head: Batch) -> Diff:
     except BaselineError as exc:
         raise BadInput(f"--baseline {path}: {exc}") from None
     return compare(f"baseline {path}", base, head.requests)
+
+
+def budget_checks(found: Sequence[Standing]) -> list[Check]:
+    return [budget_check(found)] if found else []
 
 
 def run_guard(settings: Settings, extra: Sequence[Check] = ()) -> GuardResult:
@@ -103,7 +109,8 @@ def run_guard(settings: Settings, extra: Sequence[Check] = ()) -> GuardResult:
         limits=settings.limits,
         context_limit=settings.options.context_limit,
         default_max_tokens=settings.options.default_max_tokens,
-        findings=tuple(evaluate(batch, diff, settings.limits, extra)),
+        findings=tuple(evaluate(batch, diff, settings.limits, [*extra, *budget_checks(settings.budgets)])),
+        budgets=settings.budgets,
     )
 
 
@@ -159,6 +166,26 @@ def _write(path: str, content: str, mode: str, what: str) -> None:
     default=None,
     help="Warn (exit 0) when it grew more than this %.",
 )
+@click.option(
+    "--budget",
+    "budget_names",
+    multiple=True,
+    metavar="NAME",
+    help="Fail when this config budget's spend so far plus the batch's worst case is over its limit.",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The config file with [[budget]] tables (default: $COSTKIT_CONFIG, costkit.toml, pyproject.toml).",
+)
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    default=None,
+    help="The ledger --budget reads spend from (default: $COSTKIT_DB_URL, else the user data dir).",
+)
 @_context_limit
 @_default_max_tokens
 @_prices
@@ -179,6 +206,9 @@ def guard(
     max_increase_pct: Decimal | None,
     max_increase_usd: Decimal | None,
     warn_increase_pct: Decimal | None,
+    budget_names: tuple[str, ...],
+    config: str | None,
+    db_url: str | None,
     context_limit: int | None,
     default_max_tokens: int,
     prices: str | None,
@@ -200,6 +230,7 @@ def guard(
         limits=Limits(max_usd, max_usd_per_request, max_increase_pct, max_increase_usd, warn_increase_pct),
         baseline=baseline,
         base_ref=base_ref,
+        budgets=tuple(standings(chosen_budgets(budget_names, config), db_url)) if budget_names else (),
     )
     result = run_guard(settings)
     summary_path = os.environ.get(STEP_SUMMARY_ENV)

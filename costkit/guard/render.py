@@ -117,6 +117,13 @@ def text(result: GuardResult) -> str:
             f"worst case: {_usd(diff.base.max_cost_nanousd)} -> {_usd(diff.head.max_cost_nanousd)} "
             f"({_delta_text(diff)})"
         )
+    worst = totals.max_cost_nanousd
+    for b in result.budgets:
+        held = b.spent_nanousd + b.reserved_nanousd
+        lines.append(
+            f"budget {b.budget.name} ({b.period}): {_usd(held)} spent and reserved + {_usd(worst)} "
+            f"-> {_usd(held + worst)} of {_usd(b.budget.limit_nanousd)}"
+        )
     lines.append(f"guard: {_VERDICT[result.status]}")
     return "\n".join(lines)
 

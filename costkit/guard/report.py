@@ -19,7 +19,9 @@ The JSON shape (money as decimal strings in ``*_usd`` and exact integers in ``*_
                                   "base": {...} | null, "head": {...} | null, "delta_input_tokens",
                                   "delta_output_reserve", "delta_max_cost_usd", "delta_max_cost_nanousd",
                                   "delta_pct"}]},                 # unchanged requests are only counted
-     "findings": [{"level": "fail" | "warn", "check", "message", "where": str | null}]}
+     "findings": [{"level": "fail" | "warn", "check", "message", "where": str | null}],
+     "budgets": [{"name", "period", "tz", "current_period", "limit_usd", "spent_usd", "reserved_usd",
+                  "batch_max_cost_usd", "after_batch_usd", "ok"}]}   # one per --budget, [] without
 
 Within version 1 keys are only ever added, never renamed or removed.
 """
@@ -29,12 +31,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costkit.guard.checks import Batch, Finding, Limits, Status, status_of
 from costkit.guard.diff import Change, Diff, Side
 from costkit.guard.measure import LINE_MEANS, Figures, Measured
 from costkit.money import format_usd
+
+if TYPE_CHECKING:
+    from costkit.guard.budget import Standing
 
 SCHEMA = "costkit.guard/1"
 _SCHEMA_FAMILY = "costkit.guard/"
@@ -52,6 +57,8 @@ class GuardResult:
     context_limit: int | None
     default_max_tokens: int
     findings: tuple[Finding, ...]
+    budgets: tuple[Standing, ...] = ()
+    """The budgets given with ``--budget``, and where each stood before this batch."""
 
     @property
     def status(self) -> Status:
@@ -153,6 +160,24 @@ def to_json(result: GuardResult) -> dict[str, Any]:
             {"level": f.level, "check": f.check, "message": f.message, "where": f.where}
             for f in result.findings
         ],
+        "budgets": [_budget(b, totals.max_cost_nanousd) for b in result.budgets],
+    }
+
+
+def _budget(standing: Standing, batch_nanousd: int) -> dict[str, Any]:
+    budget = standing.budget
+    total = standing.spent_nanousd + standing.reserved_nanousd + batch_nanousd
+    return {
+        "name": budget.name,
+        "period": budget.period,
+        "tz": budget.tz,
+        "current_period": standing.period,
+        "limit_usd": format_usd(budget.limit_nanousd),
+        "spent_usd": format_usd(standing.spent_nanousd),
+        "reserved_usd": format_usd(standing.reserved_nanousd),
+        "batch_max_cost_usd": format_usd(batch_nanousd),
+        "after_batch_usd": format_usd(total),
+        "ok": total <= budget.limit_nanousd,
     }
 
 
