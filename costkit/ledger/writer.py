@@ -26,6 +26,7 @@ is not costkit's handler) or the machine loses power: at most about ``LINGER_S``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -181,7 +182,9 @@ class Writer:
     def close(self, timeout: float | None = None) -> bool:
         """Stop accepting rows into memory, drain, stop the thread; later rows go to the spool.
 
-        Returns True when everything reached the database. Idempotent.
+        Returns True when everything reached the database. Idempotent. When ``timeout`` passes
+        first (a slow or locked database), the queued rows and the batch being written are in
+        the spool on return, so they survive the process exiting; replay stores each row once.
         """
         with self._lock:
             self._accepting = False
@@ -190,6 +193,12 @@ class Writer:
         self._urgent.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                # The join timed out with a batch in the database's hands: were the process to exit
+                # now, it would never commit. A copy waits in the spool (replay stores a row once);
+                # if the copy cannot be written, the thread still holds the batch.
+                with contextlib.suppress(OSError):
+                    self.spool.append_records(list(self._inflight), fsync=True)
         self._spill_queue()
         lifecycle.unregister(self)
         if self._held and not self._thread.is_alive():
