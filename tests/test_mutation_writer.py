@@ -11,14 +11,22 @@ transaction of another process.
 from __future__ import annotations
 
 import contextlib
+import gc
+import json
+import logging
+import os
+import threading
+import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine
 
-from costkit.ledger import Ledger
-from costkit.ledger.writer import Writer
+from costkit.ledger import Ledger, lifecycle
+from costkit.ledger.writer import IDLE_CHECK_S, SPILL_LOCK_WAIT_S, Writer
 from tests.ledger_helpers import (  # noqa: F401
     db_url,
     ids_in_ledger,
@@ -26,6 +34,7 @@ from tests.ledger_helpers import (  # noqa: F401
     pg_schema,
     run_python,
     spooled_ids,
+    sqlite_url,
     wait_for,
 )
 
@@ -125,3 +134,234 @@ def test_rows_a_timed_out_close_leaves_behind_survive_the_process_exiting(
     with Ledger(db_url, spool_dir=spool) as again:
         assert again.flush(30) is True
     assert Counter(ids_in_ledger(db_url)) == Counter(["stuck", *(f"q{i}" for i in range(5))])
+
+
+def spill_files(spool: Path) -> list[Path]:
+    return sorted(spool.glob("claimed-*-spill.jsonl"))
+
+
+def lines_of(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_sigterm_spill_writes_the_stuck_batch_and_the_queue_as_one_file_in_order(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``spill_for_exit`` (what the SIGTERM handler calls) with a batch stuck in a locked database."""
+    spool = tmp_path / "spool"
+    queued = [f"q{i}" for i in range(5)]
+    book = Ledger(db_url, spool_dir=spool, batch_size=1, store_text=True)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(db_url):
+        book.record(make_row(request_id="stuck", prompt_text="p-stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        for request_id in queued:
+            book.record(make_row(request_id=request_id, prompt_text=f"p-{request_id}"))
+        writer.spill_for_exit()
+        [spilled] = spill_files(spool)
+        lines = lines_of(spilled)
+        assert [line["request_id"] for line in lines] == ["stuck", *queued]  # oldest first
+        assert [line["prompt_text"] for line in lines] == ["p-stuck", *(f"p-{q}" for q in queued)]
+        assert {line["cost_nanousd"] for line in lines} == {COST}
+        assert not (spool / "spool.jsonl").exists()  # the queue went into the spill, not through put
+        book.record(make_row(request_id="after"))  # the process lives on: recording still works
+    assert book.flush(30) is True  # the stuck batch commits, the spill and "after" are inserted
+    assert book.close(30) is True
+    assert Counter(ids_in_ledger(db_url)) == Counter(["warm", "stuck", *queued, "after"])
+    assert spooled_ids(spool) == []
+
+
+def test_the_sigterm_spill_does_not_wait_for_a_lock_the_interrupted_code_holds(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    with Ledger(sqlite_url, spool_dir=spool) as book:
+        writer = writer_of(book)
+        with writer._lock:  # as if the signal had landed inside flush() or close()
+            writer._queue.append(make_row(request_id="queued"))
+            spiller = threading.Thread(target=writer.spill_for_exit)
+            started = time.monotonic()
+            spiller.start()
+            spiller.join(10)
+            waited = time.monotonic() - started
+            assert not spiller.is_alive(), "the spill waited for the lock without end"
+            [spilled] = spill_files(spool)
+            assert [line["request_id"] for line in lines_of(spilled)] == ["queued"]
+        assert waited >= SPILL_LOCK_WAIT_S * 0.9  # it did wait a little for the batch being taken
+        assert book.flush(30) is True
+    assert ids_in_ledger(sqlite_url) == ["queued"]
+
+
+def test_a_durable_record_is_in_the_spool_when_it_returns_and_is_inserted_from_there(
+    db_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    book = Ledger(db_url, spool_dir=spool, durable=True, store_text=True)
+    with Ledger(db_url, spool_dir=spool) as warm:
+        assert warm.flush(30) is True
+    with write_locked(db_url):
+        for i in range(3):
+            book.record(make_row(request_id=f"d{i}", prompt_text=f"p{i}"))
+            assert spooled_ids(spool)[-1] == f"d{i}"  # on disk before record returned
+    assert Counter(spooled_ids(spool)) <= Counter(["d0", "d1", "d2"])
+    assert book.flush(30) is True
+    assert book.close(30) is True
+    assert spooled_ids(spool) == []
+    with Ledger(db_url, spool_dir=spool, store_text=True) as again:
+        rows = {r["request_id"]: r for r in again.rows()}
+    assert {k: (r["prompt_text"], r["cost_nanousd"]) for k, r in rows.items()} == {
+        f"d{i}": (f"p{i}", COST) for i in range(3)
+    }
+
+
+def test_a_full_queue_sends_exactly_the_overflow_to_the_spool(sqlite_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool, queue_size=3, batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        for i in range(5):
+            book.record(make_row(request_id=f"q{i}"))
+        assert spooled_ids(spool) == ["q3", "q4"]  # three fit in the queue, the rest is on disk
+    assert book.flush(30) is True
+    assert book.close(30) is True
+    assert Counter(ids_in_ledger(sqlite_url)) == Counter(["warm", "stuck", *(f"q{i}" for i in range(5))])
+
+
+def test_a_recorded_row_is_committed_soon_without_flush_and_never_touches_the_spool(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    with Ledger(sqlite_url, spool_dir=spool) as book:
+        book.record(make_row(request_id="first"))
+        assert book.flush(30) is True
+        time.sleep(0.3)  # the writer is idle: it waits for the next row, not for its 30 s idle check
+        book.record(make_row(request_id="second"))
+        assert wait_for(lambda: len(ids_in_ledger(sqlite_url)) == 2, 10)
+        assert IDLE_CHECK_S >= 20  # so a row left for the idle check would have missed the wait above
+    assert not spool.exists()  # the database kept up: nothing was ever spooled
+    assert sorted(ids_in_ledger(sqlite_url)) == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"queue_size": 0}, {"batch_size": 0}, {"max_retry_delay": 0}, {"max_retry_delay": -1.0}],
+)
+def test_settings_that_could_not_work_are_refused(sqlite_url: str, settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"^queue_size and batch_size must be >= 1 and max_retry_delay > 0$"):
+        Ledger(sqlite_url, **settings)  # type: ignore[arg-type]
+
+
+def test_the_smallest_settings_work(sqlite_url: str) -> None:
+    with Ledger(sqlite_url, queue_size=1, batch_size=1, max_retry_delay=0.5) as book:
+        for i in range(3):
+            book.record(make_row(request_id=f"r{i}"))
+        assert book.flush(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["r0", "r1", "r2"]
+
+
+def test_a_fork_waits_for_the_sqlite_transaction_in_flight_but_not_for_ever(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child must copy idle connections: the fork waits up to ``FORK_WAIT_S`` for the commit."""
+    monkeypatch.setattr(lifecycle, "FORK_WAIT_S", 0.5)
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        waited = time.monotonic() - started
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert 0.4 <= waited < 2.5, waited  # it waited for the transaction, and gave up at FORK_WAIT_S
+    assert book.flush(30) is True  # the parent's writer still owns its lock: the stuck row commits
+    assert book.close(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["stuck", "warm"]
+
+
+def test_with_the_database_and_the_spool_both_gone_rows_are_held_then_dropped_and_each_loss_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The only way a row is lost while the process lives (module docstring): said, once per kind."""
+    (tmp_path / "not-a-dir").write_text("")
+    (tmp_path / "spool").write_text("")  # the spool directory's name is taken by a file: mkdir fails
+    url = f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}"  # cannot be opened: the database is down
+    caplog.set_level(logging.INFO, logger="costkit.ledger")
+    book = Ledger(url, spool_dir=tmp_path / "spool", queue_size=2, max_retry_delay=60)
+    for i in range(10):
+        book.record(make_row(request_id=f"r{i}"))  # never raises, whatever happens to the row
+    assert book.close(30) is False
+    spool = tmp_path / "spool"
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "costkit.ledger"]
+    down = [m for m in messages if "rows go to the spool" in m[1]]
+    assert (
+        len(down) == 1 and down[0][0] == "WARNING" and down[0][1].endswith(f"spool {spool} until it answers")
+    )
+    assert (
+        "WARNING",
+        f"costkit ledger: cannot write the spool {spool} (File exists); rows are kept in memory and retried",
+    ) in messages
+    lost = (
+        "ERROR",
+        f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+        "(2 rows) are all unavailable",
+    )
+    assert messages.count(lost) == 1
+    [final] = [m for m in messages if "could reach neither" in m[1]]
+    count = int(final[1].removeprefix("costkit ledger: ").split(" ")[0])
+    assert final == (
+        "ERROR",
+        f"costkit ledger: {count} row(s) could reach neither the database nor the spool {spool}",
+    )
+    assert 2 <= count < 10  # the queue's worth was held to the end; the rest was dropped
+    assert not any("unexpected" in m[1] for m in messages), messages
+    assert len(messages) == 4, messages  # nothing else, and nothing twice
+
+
+def test_a_new_ledger_replays_what_an_earlier_one_left_in_the_spool_without_being_asked(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    with Ledger(sqlite_url, spool_dir=spool) as first:
+        assert first.flush(30) is True
+    first.record(make_row(request_id="left"))  # after close: to the spool
+    assert spooled_ids(spool) == ["left"]
+    with Ledger(sqlite_url, spool_dir=spool):
+        # No record, no flush: the writer replays at once, not at its idle check 30 s later.
+        assert wait_for(lambda: ids_in_ledger(sqlite_url) == ["left"], 10)
+    assert spooled_ids(spool) == []
+
+
+def test_a_close_that_times_out_with_only_a_stuck_batch_says_false(sqlite_url: str, tmp_path: Path) -> None:
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        assert book.close(timeout=0.2) is False  # nothing was queued, but "stuck" is not committed
+    writer._thread.join(60)
+    assert sorted(ids_in_ledger(sqlite_url)) == ["stuck", "warm"]
+
+
+def test_a_closed_ledger_lets_its_writer_go(sqlite_url: str, tmp_path: Path) -> None:
+    """Opening and closing ledgers in a long-lived process does not keep every writer alive."""
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool")
+    book.record(make_row(request_id="one"))
+    assert book.close(30) is True
+    gone = weakref.ref(book._writer)
+    del book
+    gc.collect()
+    assert gone() is None
