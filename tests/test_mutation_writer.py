@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import weakref
@@ -26,6 +27,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from costkit.ledger import Ledger, lifecycle
+from costkit.ledger import writer as writer_module
 from costkit.ledger.writer import IDLE_CHECK_S, SPILL_LOCK_WAIT_S, Writer
 from tests.ledger_helpers import (  # noqa: F401
     db_url,
@@ -299,7 +301,10 @@ def test_with_the_database_and_the_spool_both_gone_rows_are_held_then_dropped_an
     url = f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}"  # cannot be opened: the database is down
     caplog.set_level(logging.INFO, logger="costkit.ledger")
     book = Ledger(url, spool_dir=tmp_path / "spool", queue_size=2, max_retry_delay=60)
-    for i in range(10):
+    book.record(make_row(request_id="r0"))
+    writer = writer_of(book)
+    assert wait_for(lambda: writer._held, 10)  # the writer met the broken spool first, with r0
+    for i in range(1, 10):
         book.record(make_row(request_id=f"r{i}"))  # never raises, whatever happens to the row
     assert book.close(30) is False
     spool = tmp_path / "spool"
@@ -365,3 +370,116 @@ def test_a_closed_ledger_lets_its_writer_go(sqlite_url: str, tmp_path: Path) -> 
     del book
     gc.collect()
     assert gone() is None
+
+
+def test_a_broken_spool_met_first_by_close_or_record_is_said_once_and_raises_nothing(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue close could not spill is held and still written once the database answers."""
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool, batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    spool.write_text("")  # from now on the spool cannot be written
+    caplog.set_level(logging.WARNING, logger="costkit.ledger")
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        for i in range(3):
+            book.record(make_row(request_id=f"q{i}"))
+        assert book.close(timeout=0.2) is False  # the spill fails: the rows stay in memory
+        book.record(make_row(request_id="late"))  # closed, and the spool is broken: dropped
+    writer._thread.join(60)
+    assert not writer._thread.is_alive()
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "costkit.ledger"]
+    assert messages == [
+        (
+            "WARNING",
+            f"costkit ledger: cannot write the spool {spool} (File exists); rows are kept in memory "
+            "and retried",
+        ),
+        (
+            "ERROR",
+            f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+            "(100000 rows) are all unavailable",
+        ),
+    ]
+    assert sorted(ids_in_ledger(sqlite_url)) == ["q0", "q1", "q2", "stuck", "warm"]
+
+
+def test_a_row_recorded_after_close_into_a_broken_spool_raises_nothing(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    spool.write_text("")
+    book = Ledger(sqlite_url, spool_dir=spool)
+    assert book.close(30) is True
+    caplog.set_level(logging.WARNING, logger="costkit.ledger")
+    book.record(make_row(request_id="late"))  # the first spool failure is met in the caller's thread
+    book.record(make_row(request_id="later"))
+    messages = [m for r in caplog.records if r.name == "costkit.ledger" for m in [r.getMessage()]]
+    assert messages == [
+        f"costkit ledger: cannot write the spool {spool} (File exists); rows are kept in memory and retried",
+        f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+        "(100000 rows) are all unavailable",
+    ]
+
+
+def test_flush_says_false_while_rows_can_reach_neither_the_database_nor_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        writer_module, "FIRST_RETRY_S", 30.0
+    )  # the next retry is far off: rows go to the spool
+    (tmp_path / "not-a-dir").write_text("")
+    (tmp_path / "spool").write_text("")
+    book = Ledger(f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}", spool_dir=tmp_path / "spool")
+    book.record(make_row(request_id="r0"))
+    assert book.flush(10) is False
+    assert book.flush(10) is False
+    assert book.close(10) is False
+
+
+class ConnectionCounter:
+    """A TCP port on 127.0.0.1 that accepts connections and closes them at once, counting them."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.count = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.count += 1
+            client.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+def test_a_database_that_does_not_answer_is_retried_with_backoff_not_hammered(tmp_path: Path) -> None:
+    counter = ConnectionCounter()
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{counter.port}/test"
+        book = Ledger(url, spool_dir=tmp_path / "spool", max_retry_delay=0.4)
+        deadline = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < deadline:  # a steady trickle of requests while it is down
+            book.record(make_row(request_id=f"r{i}"))
+            i += 1
+            time.sleep(0.01)
+        attempts = counter.count
+        book.close(10)
+    finally:
+        counter.close()
+    # 0.05, 0.1, 0.2, then every 0.4 s: about 8 retries in 2 s, each a connection or two.
+    assert 3 <= attempts <= 40, attempts
+    assert len(spooled_ids(tmp_path / "spool")) == i  # every row waits in the spool
