@@ -30,10 +30,12 @@ from costkit.ledger import Ledger, lifecycle
 from costkit.ledger import writer as writer_module
 from costkit.ledger.writer import IDLE_CHECK_S, SPILL_LOCK_WAIT_S, Writer
 from tests.ledger_helpers import (  # noqa: F401
+    TcpProxy,
     db_url,
     ids_in_ledger,
     make_row,
     pg_schema,
+    pg_url,
     run_python,
     spooled_ids,
     sqlite_url,
@@ -483,3 +485,71 @@ def test_a_database_that_does_not_answer_is_retried_with_backoff_not_hammered(tm
     # 0.05, 0.1, 0.2, then every 0.4 s: about 8 retries in 2 s, each a connection or two.
     assert 3 <= attempts <= 40, attempts
     assert len(spooled_ids(tmp_path / "spool")) == i  # every row waits in the spool
+
+
+def test_a_row_recorded_by_a_callback_during_the_sigterm_spill_is_spilled_too(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """``spill_all`` (the SIGTERM handler's work) runs the ``before_drain`` callbacks, then spills."""
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool, store_text=True)
+    assert book.flush(30) is True
+
+    def settle_a_stream() -> None:
+        book.record(make_row(request_id="from-callback", prompt_text="settled late"))
+
+    lifecycle.before_drain(settle_a_stream)
+    try:
+        with write_locked(sqlite_url):  # the writer cannot take the row to the database meanwhile
+            lifecycle.spill_all()
+            [spilled] = spill_files(spool)
+            [line] = lines_of(spilled)
+    finally:
+        lifecycle._before_drain.remove(settle_a_stream)
+    assert (line["request_id"], line["prompt_text"], line["cost_nanousd"]) == (
+        "from-callback",
+        "settled late",
+        COST,
+    )
+    assert book.close(30) is True
+    assert ids_in_ledger(sqlite_url) == ["from-callback"]
+
+
+def test_rows_spooled_in_an_outage_are_replayed_soon_after_it_even_under_steady_traffic(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    proxy = TcpProxy()
+    book = Ledger(pg_url(pg_schema, proxy.port), spool_dir=spool, max_retry_delay=0.2)
+    try:
+        book.record(make_row(request_id="warm"))
+        assert book.flush(30) is True
+        proxy.cut()
+        down = [f"down{i}" for i in range(20)]
+        for request_id in down:
+            book.record(make_row(request_id=request_id))
+        assert wait_for(lambda: sorted(spooled_ids(spool)) == sorted(down), 10)
+        proxy.restore()
+        stop = threading.Event()
+        live: list[str] = []
+
+        def traffic() -> None:  # requests keep coming: the queue is never empty for long
+            while not stop.is_set():
+                live.append(f"live{len(live)}")
+                book.record(make_row(request_id=live[-1]))
+                time.sleep(0)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            replayed = wait_for(lambda: set(down) <= set(ids_in_ledger(pg_url(pg_schema))), 10)
+        finally:
+            stop.set()
+            sender.join()
+        assert replayed, "the spooled rows waited for the traffic to stop"
+        assert book.close(30) is True
+    finally:
+        book.close(30)
+        proxy.close()
+    got = Counter(ids_in_ledger(pg_url(pg_schema)))
+    assert got == Counter(["warm", *down, *live])
