@@ -140,6 +140,13 @@ def test_rows_a_timed_out_close_leaves_behind_survive_the_process_exiting(
     assert Counter(ids_in_ledger(db_url)) == Counter(["stuck", *(f"q{i}" for i in range(5))])
 
 
+KEPT_IN_MEMORY = "rows are kept in memory and retried"
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "costkit.ledger" and r.levelname == "ERROR"]
+
+
 def spill_files(spool: Path) -> list[Path]:
     return sorted(spool.glob("claimed-*-spill.jsonl"))
 
@@ -311,14 +318,14 @@ def test_with_the_database_and_the_spool_both_gone_rows_are_held_then_dropped_an
     assert book.close(30) is False
     spool = tmp_path / "spool"
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "costkit.ledger"]
-    down = [m for m in messages if "rows go to the spool" in m[1]]
-    assert (
-        len(down) == 1 and down[0][0] == "WARNING" and down[0][1].endswith(f"spool {spool} until it answers")
-    )
-    assert (
-        "WARNING",
-        f"costkit ledger: cannot write the spool {spool} (File exists); rows are kept in memory and retried",
-    ) in messages
+    assert messages[:2] == [  # the outage is said first, by the writer's first act, then the spool's
+        (
+            "WARNING",
+            f"costkit ledger: cannot create the directory {tmp_path / 'not-a-dir'} for the ledger database: "
+            f"File exists; rows go to the spool {spool} until it answers",
+        ),
+        ("WARNING", f"costkit ledger: cannot write the spool {spool} (File exists); {KEPT_IN_MEMORY}"),
+    ]
     lost = (
         "ERROR",
         f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
@@ -553,3 +560,28 @@ def test_rows_spooled_in_an_outage_are_replayed_soon_after_it_even_under_steady_
         proxy.close()
     got = Counter(ids_in_ledger(pg_url(pg_schema)))
     assert got == Counter(["warm", *down, *live])
+
+
+def test_durable_records_into_a_broken_spool_are_kept_in_memory_up_to_the_queue_size(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    spool.write_text("")  # the spool cannot be written: durable rows fall back to the in-memory queue
+    book = Ledger(sqlite_url, spool_dir=spool, durable=True, queue_size=2, batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        book.record(make_row(request_id="q0"))
+        book.record(make_row(request_id="q1"))
+        assert errors(caplog) == []  # two rows fit in the queue
+        book.record(make_row(request_id="q2"))  # the third does not: lost, and said
+        assert errors(caplog) == [
+            f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+            "(2 rows) are all unavailable"
+        ]
+    assert book.flush(30) is True
+    assert book.close(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["q0", "q1", "stuck", "warm"]
