@@ -585,3 +585,21 @@ def test_durable_records_into_a_broken_spool_are_kept_in_memory_up_to_the_queue_
     assert book.flush(30) is True
     assert book.close(30) is True
     assert sorted(ids_in_ledger(sqlite_url)) == ["q0", "q1", "stuck", "warm"]
+
+
+def test_a_ledger_closed_before_a_fork_stays_closed_in_the_child(sqlite_url: str, tmp_path: Path) -> None:
+    """The child has no writer thread for a closed ledger: its rows go to the spool, not to memory."""
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool)
+    assert book.close(30) is True
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            book.record(make_row(request_id="child"))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert spooled_ids(spool) == ["child"]
