@@ -302,9 +302,10 @@ def test_a_fork_waits_for_the_sqlite_transaction_in_flight_but_not_for_ever(
 
 
 def test_with_the_database_and_the_spool_both_gone_rows_are_held_then_dropped_and_each_loss_is_said_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The only way a row is lost while the process lives (module docstring): said, once per kind."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 30.0)  # no retry during the test: one outage
     (tmp_path / "not-a-dir").write_text("")
     (tmp_path / "spool").write_text("")  # the spool directory's name is taken by a file: mkdir fails
     url = f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}"  # cannot be opened: the database is down
