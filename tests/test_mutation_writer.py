@@ -604,3 +604,30 @@ def test_a_ledger_closed_before_a_fork_stays_closed_in_the_child(sqlite_url: str
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert spooled_ids(spool) == ["child"]
+
+
+def test_a_spool_that_breaks_again_after_it_recovered_is_said_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 30.0)  # the database stays down, not retried
+    (tmp_path / "not-a-dir").write_text("")
+    spool = tmp_path / "spool"
+    spool.write_text("")
+    caplog.set_level(logging.WARNING, logger="costkit.ledger")
+    book = Ledger(f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}", spool_dir=spool)
+    book.record(make_row(request_id="r0"))
+    assert wait_for(lambda: writer_of(book)._held, 10)  # first outage of the spool
+    spool.unlink()  # the disk is back
+    book.record(make_row(request_id="r1"))
+    assert wait_for(lambda: spool.is_dir() and sorted(spooled_ids(spool)) == ["r0", "r1"], 10)
+    spool.rename(tmp_path / "spool-kept")
+    spool.write_text("")  # and gone again
+    book.record(make_row(request_id="r2"))
+    assert wait_for(lambda: writer_of(book)._held, 10)
+    book.close(10)
+    broken = [r.getMessage() for r in caplog.records if "cannot write the spool" in r.getMessage()]
+    assert broken == [
+        f"costkit ledger: cannot write the spool {spool} (File exists); {KEPT_IN_MEMORY}",
+        f"costkit ledger: cannot write the spool {spool} (Not a directory); {KEPT_IN_MEMORY}",
+    ]
+    assert sorted(spooled_ids(tmp_path / "spool-kept")) == ["r0", "r1"]
