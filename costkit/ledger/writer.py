@@ -6,8 +6,8 @@ Contract:
   (or, when the deque is full or the writer is closed, appends the row to the
   spool file itself), and in durable mode writes and fsyncs the row to the spool
   before returning. When the spool cannot be written either, the row stays in
-  memory up to ``queue_size`` rows and is retried; beyond that it is dropped and
-  counted in an error log (the only way a row can be lost while the process lives).
+  memory up to ``queue_size`` rows and is retried; beyond that it is dropped, which
+  one error log says (the only way a row can be lost while the process lives).
 * One daemon thread drains the deque in batches into the database. Its first act
   is to bring the schema to head; when the database does not answer (at start or
   later), batches go to the spool (fsynced), later rows go straight to the spool,
@@ -26,6 +26,7 @@ is not costkit's handler) or the machine loses power: at most about ``LINGER_S``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -83,7 +84,6 @@ class Writer:
         self.max_retry_delay = max_retry_delay
         self._fork_locked = False
         self._init_state()
-        self._replay_wanted = spool.has_pending()
         lifecycle.register(self)
         self._start()
 
@@ -96,7 +96,7 @@ class Writer:
         self._flushes: list[_Flush] = []
         self._inflight: list[Record] = []  # the batch being written now (spilled on SIGTERM too)
         self._held: list[Record] = []  # reached neither the database nor the spool: retried from memory
-        self._dropped = 0
+        self._dropping = False  # rows are being dropped: said once
         self._spool_broken = False
         self._finished = False
         self._accepting = True
@@ -104,7 +104,7 @@ class Writer:
         self._down = False
         self._retry_at = 0.0
         self._delay = FIRST_RETRY_S
-        self._replay_wanted = False
+        self._replay_wanted = self.spool.has_pending()  # rows an earlier run (or another process) left
 
     @property
     def down(self) -> bool:
@@ -144,19 +144,19 @@ class Writer:
                 self._queue.append(row)  # kept in memory; the writer retries the database and the spool
                 self._wake.set()
             else:
-                self._drop(1)
+                self._drop()
             return
         self._want_replay()
 
-    def _drop(self, count: int) -> None:
-        if not self._dropped:
+    def _drop(self) -> None:
+        if not self._dropping:
+            self._dropping = True
             log.error(
                 "costkit ledger: rows are being lost: the database, the spool %s and the in-memory "
                 "queue (%d rows) are all unavailable",
                 self.spool.directory,
                 self.queue_size,
             )
-        self._dropped += count
 
     def _spool_failed(self, error: OSError) -> None:
         if not self._spool_broken:
@@ -186,7 +186,9 @@ class Writer:
     def close(self, timeout: float | None = None) -> bool:
         """Stop accepting rows into memory, drain, stop the thread; later rows go to the spool.
 
-        Returns True when everything reached the database. Idempotent.
+        Returns True when everything reached the database. Idempotent. When ``timeout`` passes
+        first (a slow or locked database), the queued rows and the batch being written are in
+        the spool on return, so they survive the process exiting; replay stores each row once.
         """
         with self._lock:
             self._accepting = False
@@ -195,6 +197,12 @@ class Writer:
         self._urgent.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                # The join timed out with a batch in the database's hands: were the process to exit
+                # now, it would never commit. A copy waits in the spool (replay stores a row once);
+                # if the copy cannot be written, the thread still holds the batch.
+                with contextlib.suppress(OSError):
+                    self.spool.append_records(list(self._inflight), fsync=True)
         self._spill_queue()
         lifecycle.unregister(self)
         if self._held and not self._thread.is_alive():
@@ -273,7 +281,6 @@ class Writer:
         self.store.engine.dispose(close=False)
         was_open = self._accepting
         self._init_state()
-        self._replay_wanted = self.spool.has_pending()
         if was_open:
             self._start()
         else:

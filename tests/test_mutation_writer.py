@@ -1,0 +1,633 @@
+"""The writer's edges that mutation testing found unpinned: a close that times out, and what it leaves behind.
+
+Each test here kills mutants of ``costkit/ledger/writer.py`` that the rest of the suite let live
+(tests/MUTATION.md lists them). The database is made slow for real: another connection holds
+SQLite's write lock (``BEGIN IMMEDIATE``) or a PostgreSQL session holds a lock on the requests
+table, so the writer's insert waits inside the database driver, as it would behind a long
+transaction of another process.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported from tests.ledger_helpers are re-bound as arguments)
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from costkit.ledger import Ledger, lifecycle
+from costkit.ledger import writer as writer_module
+from costkit.ledger.writer import IDLE_CHECK_S, SPILL_LOCK_WAIT_S, Writer
+from tests.ledger_helpers import (  # noqa: F401
+    TcpProxy,
+    db_url,
+    ids_in_ledger,
+    make_row,
+    pg_schema,
+    pg_url,
+    run_python,
+    spooled_ids,
+    sqlite_url,
+    wait_for,
+)
+
+# make_row's usage, priced from GPT-4.1's list prices in nano-USD per token.
+INPUT, CACHED, OUTPUT = 2006, 1920, 300
+COST = (INPUT - CACHED) * 2000 + CACHED * 500 + OUTPUT * 8000
+
+
+@contextlib.contextmanager
+def write_locked(url: str) -> Iterator[None]:
+    """Hold the ledger's write lock from another connection until the block ends (then roll back)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            if url.startswith("sqlite"):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.exec_driver_sql("BEGIN")
+                connection.exec_driver_sql("LOCK TABLE costkit_requests IN SHARE ROW EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql("ROLLBACK")
+    finally:
+        engine.dispose()
+
+
+def writer_of(book: Ledger) -> Writer:
+    return book._writer
+
+
+def stuck_in_the_database(writer: Writer) -> bool:
+    """The writer thread has taken its batch and waits on the database with it."""
+    return bool(writer._inflight) and not writer._queue
+
+
+def test_a_close_that_times_out_on_a_locked_database_leaves_the_queue_in_the_spool(
+    db_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    queued = [f"q{i}" for i in range(40)]
+    book = Ledger(db_url, spool_dir=spool, batch_size=1)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True  # the schema exists, the writer is idle
+    writer = writer_of(book)
+    with write_locked(db_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        for request_id in queued:
+            book.record(make_row(request_id=request_id))
+        assert book.close(timeout=0.3) is False  # the writer is still waiting on the lock
+        assert writer._thread.is_alive()
+        # What close could not write is on disk now: were the process to exit here, it would survive.
+        assert Counter(spooled_ids(spool)) >= Counter(queued)
+    writer._thread.join(60)  # the lock is gone: the stuck batch commits and the thread ends
+    assert not writer._thread.is_alive()
+    with Ledger(db_url, spool_dir=spool) as again:
+        assert again.flush(30) is True
+        rows = again.rows()
+    assert Counter(r["request_id"] for r in rows) == Counter(["warm", "stuck", *queued])  # once each
+    assert {(r["input_tokens"], r["cached_input_tokens"], r["output_tokens"]) for r in rows} == {
+        (INPUT, CACHED, OUTPUT)
+    }
+    assert {r["cost_nanousd"] for r in rows} == {COST}
+    assert spooled_ids(spool) == []
+
+
+CLOSE_THEN_EXIT = """
+import sys, time
+from costkit.ledger import Ledger
+from tests.ledger_helpers import make_row
+
+book = Ledger(sys.argv[1], spool_dir=sys.argv[2], batch_size=1)
+book.record(make_row(request_id="stuck"))
+deadline = time.monotonic() + 20
+while not (book._writer._inflight and not book._writer._queue) and time.monotonic() < deadline:
+    time.sleep(0.01)
+for i in range(5):
+    book.record(make_row(request_id=f"q{i}"))
+print(book.close(timeout=0.3), flush=True)
+"""
+
+
+def test_rows_a_timed_out_close_leaves_behind_survive_the_process_exiting(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``close(timeout)`` then a normal exit: the batch stuck in the database and the queue both come back."""
+    spool = tmp_path / "spool"
+    with Ledger(db_url, spool_dir=spool) as book:  # the schema exists before the lock is taken
+        assert book.flush(30) is True
+    with write_locked(db_url):
+        child = run_python(CLOSE_THEN_EXIT, db_url, str(spool))
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert out.strip() == "False"
+    assert ids_in_ledger(db_url) == []  # the child's insert never got the lock
+    with Ledger(db_url, spool_dir=spool) as again:
+        assert again.flush(30) is True
+    assert Counter(ids_in_ledger(db_url)) == Counter(["stuck", *(f"q{i}" for i in range(5))])
+
+
+KEPT_IN_MEMORY = "rows are kept in memory and retried"
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "costkit.ledger" and r.levelname == "ERROR"]
+
+
+def spill_files(spool: Path) -> list[Path]:
+    return sorted(spool.glob("claimed-*-spill.jsonl"))
+
+
+def lines_of(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_sigterm_spill_writes_the_stuck_batch_and_the_queue_as_one_file_in_order(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``spill_for_exit`` (what the SIGTERM handler calls) with a batch stuck in a locked database."""
+    spool = tmp_path / "spool"
+    queued = [f"q{i}" for i in range(5)]
+    book = Ledger(db_url, spool_dir=spool, batch_size=1, store_text=True)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(db_url):
+        book.record(make_row(request_id="stuck", prompt_text="p-stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        for request_id in queued:
+            book.record(make_row(request_id=request_id, prompt_text=f"p-{request_id}"))
+        writer.spill_for_exit()
+        [spilled] = spill_files(spool)
+        lines = lines_of(spilled)
+        assert [line["request_id"] for line in lines] == ["stuck", *queued]  # oldest first
+        assert [line["prompt_text"] for line in lines] == ["p-stuck", *(f"p-{q}" for q in queued)]
+        assert {line["cost_nanousd"] for line in lines} == {COST}
+        assert not (spool / "spool.jsonl").exists()  # the queue went into the spill, not through put
+        book.record(make_row(request_id="after"))  # the process lives on: recording still works
+    assert book.flush(30) is True  # the stuck batch commits, the spill and "after" are inserted
+    assert book.close(30) is True
+    assert Counter(ids_in_ledger(db_url)) == Counter(["warm", "stuck", *queued, "after"])
+    assert spooled_ids(spool) == []
+
+
+def test_the_sigterm_spill_does_not_wait_for_a_lock_the_interrupted_code_holds(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    with Ledger(sqlite_url, spool_dir=spool) as book:
+        writer = writer_of(book)
+        with writer._lock:  # as if the signal had landed inside flush() or close()
+            writer._queue.append(make_row(request_id="queued"))
+            spiller = threading.Thread(target=writer.spill_for_exit)
+            started = time.monotonic()
+            spiller.start()
+            spiller.join(10)
+            waited = time.monotonic() - started
+            assert not spiller.is_alive(), "the spill waited for the lock without end"
+            [spilled] = spill_files(spool)
+            assert [line["request_id"] for line in lines_of(spilled)] == ["queued"]
+        assert waited >= SPILL_LOCK_WAIT_S * 0.9  # it did wait a little for the batch being taken
+        assert book.flush(30) is True
+    assert ids_in_ledger(sqlite_url) == ["queued"]
+
+
+def test_a_durable_record_is_in_the_spool_when_it_returns_and_is_inserted_from_there(
+    db_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    book = Ledger(db_url, spool_dir=spool, durable=True, store_text=True)
+    with Ledger(db_url, spool_dir=spool) as warm:
+        assert warm.flush(30) is True
+    with write_locked(db_url):
+        for i in range(3):
+            book.record(make_row(request_id=f"d{i}", prompt_text=f"p{i}"))
+            assert spooled_ids(spool)[-1] == f"d{i}"  # on disk before record returned
+    assert Counter(spooled_ids(spool)) <= Counter(["d0", "d1", "d2"])
+    assert book.flush(30) is True
+    assert book.close(30) is True
+    assert spooled_ids(spool) == []
+    with Ledger(db_url, spool_dir=spool, store_text=True) as again:
+        rows = {r["request_id"]: r for r in again.rows()}
+    assert {k: (r["prompt_text"], r["cost_nanousd"]) for k, r in rows.items()} == {
+        f"d{i}": (f"p{i}", COST) for i in range(3)
+    }
+
+
+def test_a_full_queue_sends_exactly_the_overflow_to_the_spool(sqlite_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool, queue_size=3, batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        for i in range(5):
+            book.record(make_row(request_id=f"q{i}"))
+        assert spooled_ids(spool) == ["q3", "q4"]  # three fit in the queue, the rest is on disk
+    assert book.flush(30) is True
+    assert book.close(30) is True
+    assert Counter(ids_in_ledger(sqlite_url)) == Counter(["warm", "stuck", *(f"q{i}" for i in range(5))])
+
+
+def test_a_recorded_row_is_committed_soon_without_flush_and_never_touches_the_spool(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    with Ledger(sqlite_url, spool_dir=spool) as book:
+        book.record(make_row(request_id="first"))
+        assert book.flush(30) is True
+        time.sleep(0.3)  # the writer is idle: it waits for the next row, not for its 30 s idle check
+        book.record(make_row(request_id="second"))
+        assert wait_for(lambda: len(ids_in_ledger(sqlite_url)) == 2, 10)
+        assert IDLE_CHECK_S >= 20  # so a row left for the idle check would have missed the wait above
+    assert not spool.exists()  # the database kept up: nothing was ever spooled
+    assert sorted(ids_in_ledger(sqlite_url)) == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"queue_size": 0}, {"batch_size": 0}, {"max_retry_delay": 0}, {"max_retry_delay": -1.0}],
+)
+def test_settings_that_could_not_work_are_refused(sqlite_url: str, settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"^queue_size and batch_size must be >= 1 and max_retry_delay > 0$"):
+        Ledger(sqlite_url, **settings)  # type: ignore[arg-type]
+
+
+def test_the_smallest_settings_work(sqlite_url: str) -> None:
+    with Ledger(sqlite_url, queue_size=1, batch_size=1, max_retry_delay=0.5) as book:
+        for i in range(3):
+            book.record(make_row(request_id=f"r{i}"))
+        assert book.flush(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["r0", "r1", "r2"]
+
+
+def test_a_fork_waits_for_the_sqlite_transaction_in_flight_but_not_for_ever(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child must copy idle connections: the fork waits up to ``FORK_WAIT_S`` for the commit."""
+    monkeypatch.setattr(lifecycle, "FORK_WAIT_S", 0.5)
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        waited = time.monotonic() - started
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert 0.4 <= waited < 2.5, waited  # it waited for the transaction, and gave up at FORK_WAIT_S
+    assert book.flush(30) is True  # the parent's writer still owns its lock: the stuck row commits
+    assert book.close(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["stuck", "warm"]
+
+
+def test_with_the_database_and_the_spool_both_gone_rows_are_held_then_dropped_and_each_loss_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only way a row is lost while the process lives (module docstring): said, once per kind."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 30.0)  # no retry during the test: one outage
+    (tmp_path / "not-a-dir").write_text("")
+    (tmp_path / "spool").write_text("")  # the spool directory's name is taken by a file: mkdir fails
+    url = f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}"  # cannot be opened: the database is down
+    caplog.set_level(logging.INFO, logger="costkit.ledger")
+    book = Ledger(url, spool_dir=tmp_path / "spool", queue_size=2, max_retry_delay=60)
+    book.record(make_row(request_id="r0"))
+    writer = writer_of(book)
+    assert wait_for(lambda: writer._held, 10)  # the writer met the broken spool first, with r0
+    for i in range(1, 10):
+        book.record(make_row(request_id=f"r{i}"))  # never raises, whatever happens to the row
+    assert book.close(30) is False
+    spool = tmp_path / "spool"
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "costkit.ledger"]
+    assert messages[:2] == [  # the outage is said first, by the writer's first act, then the spool's
+        (
+            "WARNING",
+            f"costkit ledger: cannot create the directory {tmp_path / 'not-a-dir'} for the ledger database: "
+            f"File exists; rows go to the spool {spool} until it answers",
+        ),
+        ("WARNING", f"costkit ledger: cannot write the spool {spool} (File exists); {KEPT_IN_MEMORY}"),
+    ]
+    lost = (
+        "ERROR",
+        f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+        "(2 rows) are all unavailable",
+    )
+    assert messages.count(lost) == 1
+    [final] = [m for m in messages if "could reach neither" in m[1]]
+    count = int(final[1].removeprefix("costkit ledger: ").split(" ")[0])
+    assert final == (
+        "ERROR",
+        f"costkit ledger: {count} row(s) could reach neither the database nor the spool {spool}",
+    )
+    assert 2 <= count < 10  # the queue's worth was held to the end; the rest was dropped
+    assert not any("unexpected" in m[1] for m in messages), messages
+    assert len(messages) == 4, messages  # nothing else, and nothing twice
+
+
+def test_a_new_ledger_replays_what_an_earlier_one_left_in_the_spool_without_being_asked(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    with Ledger(sqlite_url, spool_dir=spool) as first:
+        assert first.flush(30) is True
+    first.record(make_row(request_id="left"))  # after close: to the spool
+    assert spooled_ids(spool) == ["left"]
+    with Ledger(sqlite_url, spool_dir=spool):
+        # No record, no flush: the writer replays at once, not at its idle check 30 s later.
+        assert wait_for(lambda: ids_in_ledger(sqlite_url) == ["left"], 10)
+    assert spooled_ids(spool) == []
+
+
+def test_a_close_that_times_out_with_only_a_stuck_batch_says_false(sqlite_url: str, tmp_path: Path) -> None:
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        assert book.close(timeout=0.2) is False  # nothing was queued, but "stuck" is not committed
+    writer._thread.join(60)
+    assert sorted(ids_in_ledger(sqlite_url)) == ["stuck", "warm"]
+
+
+def test_a_closed_ledger_lets_its_writer_go(sqlite_url: str, tmp_path: Path) -> None:
+    """Opening and closing ledgers in a long-lived process does not keep every writer alive."""
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool")
+    book.record(make_row(request_id="one"))
+    assert book.close(30) is True
+    gone = weakref.ref(book._writer)
+    del book
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_broken_spool_met_first_by_close_or_record_is_said_once_and_raises_nothing(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue close could not spill is held and still written once the database answers."""
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool, batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    spool.write_text("")  # from now on the spool cannot be written
+    caplog.set_level(logging.WARNING, logger="costkit.ledger")
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        for i in range(3):
+            book.record(make_row(request_id=f"q{i}"))
+        assert book.close(timeout=0.2) is False  # the spill fails: the rows stay in memory
+        book.record(make_row(request_id="late"))  # closed, and the spool is broken: dropped
+    writer._thread.join(60)
+    assert not writer._thread.is_alive()
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "costkit.ledger"]
+    assert messages == [
+        (
+            "WARNING",
+            f"costkit ledger: cannot write the spool {spool} (File exists); rows are kept in memory "
+            "and retried",
+        ),
+        (
+            "ERROR",
+            f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+            "(100000 rows) are all unavailable",
+        ),
+    ]
+    assert sorted(ids_in_ledger(sqlite_url)) == ["q0", "q1", "q2", "stuck", "warm"]
+
+
+def test_a_row_recorded_after_close_into_a_broken_spool_raises_nothing(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    spool.write_text("")
+    book = Ledger(sqlite_url, spool_dir=spool)
+    assert book.close(30) is True
+    caplog.set_level(logging.WARNING, logger="costkit.ledger")
+    book.record(make_row(request_id="late"))  # the first spool failure is met in the caller's thread
+    book.record(make_row(request_id="later"))
+    messages = [m for r in caplog.records if r.name == "costkit.ledger" for m in [r.getMessage()]]
+    assert messages == [
+        f"costkit ledger: cannot write the spool {spool} (File exists); rows are kept in memory and retried",
+        f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+        "(100000 rows) are all unavailable",
+    ]
+
+
+def test_flush_says_false_while_rows_can_reach_neither_the_database_nor_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        writer_module, "FIRST_RETRY_S", 30.0
+    )  # the next retry is far off: rows go to the spool
+    (tmp_path / "not-a-dir").write_text("")
+    (tmp_path / "spool").write_text("")
+    book = Ledger(f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}", spool_dir=tmp_path / "spool")
+    book.record(make_row(request_id="r0"))
+    assert book.flush(10) is False
+    assert book.flush(10) is False
+    assert book.close(10) is False
+
+
+class ConnectionCounter:
+    """A TCP port on 127.0.0.1 that accepts connections and closes them at once, counting them."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.count = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.count += 1
+            client.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+def test_a_database_that_does_not_answer_is_retried_with_backoff_not_hammered(tmp_path: Path) -> None:
+    counter = ConnectionCounter()
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{counter.port}/test"
+        book = Ledger(url, spool_dir=tmp_path / "spool", max_retry_delay=0.4)
+        deadline = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < deadline:  # a steady trickle of requests while it is down
+            book.record(make_row(request_id=f"r{i}"))
+            i += 1
+            time.sleep(0.01)
+        attempts = counter.count
+        book.close(10)
+    finally:
+        counter.close()
+    # 0.05, 0.1, 0.2, then every 0.4 s: about 8 retries in 2 s, each a connection or two.
+    assert 3 <= attempts <= 40, attempts
+    assert len(spooled_ids(tmp_path / "spool")) == i  # every row waits in the spool
+
+
+def test_a_row_recorded_by_a_callback_during_the_sigterm_spill_is_spilled_too(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """``spill_all`` (the SIGTERM handler's work) runs the ``before_drain`` callbacks, then spills."""
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool, store_text=True)
+    assert book.flush(30) is True
+
+    def settle_a_stream() -> None:
+        book.record(make_row(request_id="from-callback", prompt_text="settled late"))
+
+    lifecycle.before_drain(settle_a_stream)
+    try:
+        with write_locked(sqlite_url):  # the writer cannot take the row to the database meanwhile
+            lifecycle.spill_all()
+            [spilled] = spill_files(spool)
+            [line] = lines_of(spilled)
+    finally:
+        lifecycle._before_drain.remove(settle_a_stream)
+    assert (line["request_id"], line["prompt_text"], line["cost_nanousd"]) == (
+        "from-callback",
+        "settled late",
+        COST,
+    )
+    assert book.close(30) is True
+    assert ids_in_ledger(sqlite_url) == ["from-callback"]
+
+
+def test_rows_spooled_in_an_outage_are_replayed_soon_after_it_even_under_steady_traffic(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    proxy = TcpProxy()
+    book = Ledger(pg_url(pg_schema, proxy.port), spool_dir=spool, max_retry_delay=0.2)
+    try:
+        book.record(make_row(request_id="warm"))
+        assert book.flush(30) is True
+        proxy.cut()
+        down = [f"down{i}" for i in range(20)]
+        for request_id in down:
+            book.record(make_row(request_id=request_id))
+        assert wait_for(lambda: sorted(spooled_ids(spool)) == sorted(down), 10)
+        proxy.restore()
+        stop = threading.Event()
+        live: list[str] = []
+
+        def traffic() -> None:  # requests keep coming: the queue is never empty for long
+            while not stop.is_set():
+                live.append(f"live{len(live)}")
+                book.record(make_row(request_id=live[-1]))
+                time.sleep(0)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            replayed = wait_for(lambda: set(down) <= set(ids_in_ledger(pg_url(pg_schema))), 10)
+        finally:
+            stop.set()
+            sender.join()
+        assert replayed, "the spooled rows waited for the traffic to stop"
+        assert book.close(30) is True
+    finally:
+        book.close(30)
+        proxy.close()
+    got = Counter(ids_in_ledger(pg_url(pg_schema)))
+    assert got == Counter(["warm", *down, *live])
+
+
+def test_durable_records_into_a_broken_spool_are_kept_in_memory_up_to_the_queue_size(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    spool.write_text("")  # the spool cannot be written: durable rows fall back to the in-memory queue
+    book = Ledger(sqlite_url, spool_dir=spool, durable=True, queue_size=2, batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        book.record(make_row(request_id="q0"))
+        book.record(make_row(request_id="q1"))
+        assert errors(caplog) == []  # two rows fit in the queue
+        book.record(make_row(request_id="q2"))  # the third does not: lost, and said
+        assert errors(caplog) == [
+            f"costkit ledger: rows are being lost: the database, the spool {spool} and the in-memory queue "
+            "(2 rows) are all unavailable"
+        ]
+    assert book.flush(30) is True
+    assert book.close(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["q0", "q1", "stuck", "warm"]
+
+
+def test_a_ledger_closed_before_a_fork_stays_closed_in_the_child(sqlite_url: str, tmp_path: Path) -> None:
+    """The child has no writer thread for a closed ledger: its rows go to the spool, not to memory."""
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool)
+    assert book.close(30) is True
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            book.record(make_row(request_id="child"))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert spooled_ids(spool) == ["child"]
+
+
+def test_a_spool_that_breaks_again_after_it_recovered_is_said_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 30.0)  # the database stays down, not retried
+    (tmp_path / "not-a-dir").write_text("")
+    spool = tmp_path / "spool"
+    spool.write_text("")
+    caplog.set_level(logging.WARNING, logger="costkit.ledger")
+    book = Ledger(f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.sqlite'}", spool_dir=spool)
+    book.record(make_row(request_id="r0"))
+    assert wait_for(lambda: writer_of(book)._held, 10)  # first outage of the spool
+    spool.unlink()  # the disk is back
+    book.record(make_row(request_id="r1"))
+    assert wait_for(lambda: spool.is_dir() and sorted(spooled_ids(spool)) == ["r0", "r1"], 10)
+    spool.rename(tmp_path / "spool-kept")
+    spool.write_text("")  # and gone again
+    book.record(make_row(request_id="r2"))
+    assert wait_for(lambda: writer_of(book)._held, 10)
+    book.close(10)
+    broken = [r.getMessage() for r in caplog.records if "cannot write the spool" in r.getMessage()]
+    assert broken == [
+        f"costkit ledger: cannot write the spool {spool} (File exists); {KEPT_IN_MEMORY}",
+        f"costkit ledger: cannot write the spool {spool} (Not a directory); {KEPT_IN_MEMORY}",
+    ]
+    assert sorted(spooled_ids(tmp_path / "spool-kept")) == ["r0", "r1"]
