@@ -84,6 +84,7 @@ class ResponseReader:
         self._side = bytearray()
         self._kept = 0  # bytes kept on the side
         self._tail = b""  # an SSE event not yet complete
+        self._unforwarded: bytes | None = None  # decoded bytes of a chunk whose reading failed
         self._body: list[bytes] = []  # a non-SSE body, decoded
         self.notes: list[str] = []
         self.done = False  # saw [DONE]
@@ -133,7 +134,12 @@ class ResponseReader:
                 raise  # the transport raises the caller's DecodingError, as its httpx would
             self._stop_reading(str(exc))
             return chunk
-        out = self._scan(data) if data else data
+        try:
+            out = self._scan(data) if data else data
+        except Exception:
+            if self.forwards_decoded:  # decoded already: passthrough forwards it rather than decode it again
+                self._unforwarded = data
+            raise
         return out if self.forwards_decoded else chunk
 
     def _feed_body(self, chunk: bytes) -> bytes:
@@ -159,7 +165,9 @@ class ResponseReader:
         that), with any bytes held back first."""
         self._reading = False
         data = chunk
-        if self.forwards_decoded and self._decode is not None:
+        if self._unforwarded is not None:  # the chunk costkit failed on, decoded before it failed
+            data, self._unforwarded = self._unforwarded, None
+        elif self.forwards_decoded and self._decode is not None:
             try:
                 data = self._decode(chunk)
             except CorruptBody:
@@ -209,10 +217,7 @@ class ResponseReader:
         if end <= 1:  # no whole event yet: hold it (only while we may need to drop one)
             self._tail = buf
             return b""
-        if end == len(buf):
-            segment, self._tail = buf, b""
-        else:
-            segment, self._tail = buf[:end], buf[end:]
+        segment, rest = (buf, b"") if end == len(buf) else (buf[:end], buf[end:])
         if self.ttft_us is None:
             self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
         at = segment.rfind(b'"usage":', len(segment) - _USAGE_WINDOW)
@@ -230,6 +235,7 @@ class ResponseReader:
             self._side += segment
         else:
             self.truncated = True
+        self._tail = rest  # only now: after a failure above, passthrough forwards what was held
         if self._drop and b',"usage":null' in segment:
             return segment.replace(b',"usage":null', b"")
         return segment

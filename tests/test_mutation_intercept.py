@@ -1,0 +1,357 @@
+"""Paths of accounting.py and responses.py that mutation testing (issue 8, tests/MUTATION.md) found
+unpinned, each through the real transport and the official SDK or a raw httpx2 client on 127.0.0.1.
+
+Pinned here:
+
+1. a refused request keeps the refusal's own text as its row's error, and a blocked stream says so;
+2. a hook that fails is logged once per hook and exception type, with its traceback, redacted of the
+   caller's own credential (one that is not key-shaped, which only the credential list can catch);
+3. a compressed body that cannot be decoded: the caller's client raises as it would without costkit,
+   and the row is ``partial``, estimated, with a note saying the rest was not read;
+4. a failure of costkit's own while reading a stream (``passthrough``): the caller still gets every
+   byte, exactly once, and the row is ``partial`` and estimated from what was read before.
+
+Every figure is arithmetic written here from the published gpt-4.1 prices (2000 / 500 / 8000
+nano-USD per input / cached input / output token) and token counts from plain tiktoken
+(``tests/reference_counts.py``), never from costkit's own pricing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+import costkit
+from costkit.intercept.responses import ResponseReader
+from tests.reference_counts import count_prompt, count_text
+from tests.scripted_upstream import Answer, ScriptedUpstream
+from tests.test_intercept_paths import MESSAGES, MODEL, chunk, delta, event, rows, sse
+
+INPUT, CACHED, OUTPUT = 2000, 500, 8000  # nano-USD per token, gpt-4.1
+PLAIN_KEY = "swordfish-open-sesame"  # not key-shaped: only the caller's credential list redacts it
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def ledger(tmp_path: Any) -> Iterator[costkit.Ledger]:
+    with costkit.Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as book:
+        yield book
+
+
+def sdk(base_url: str, ledger: costkit.Ledger, api_key: str = "sk-test-mutation", **options: Any) -> Any:
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    return costkit.wrap(client, ledger=ledger, **options)
+
+
+REPLY = {
+    "id": "chatcmpl-mutation",
+    "object": "chat.completion",
+    "created": 1_744_316_542,
+    "model": MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 40, "completion_tokens": 2},
+}
+
+
+# 1. A refusal's text on its row -------------------------------------------------------------------
+
+
+class Refuser:
+    def before_send(self, call: Any) -> None:
+        raise costkit.RequestRefused("team search is over its monthly budget")
+
+    def settled(self, call: Any, row: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refused_request_keeps_the_refusals_text_and_its_input_estimate(scripted, ledger, stream):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(REPLY).encode(),))
+    with pytest.raises(costkit.RequestRefused) as refused:
+        sdk(scripted.base_url, ledger, hooks=[Refuser()]).chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=stream
+        )
+    assert str(refused.value) == "team search is over its monthly budget"
+    assert sent == []  # not a byte left
+    (row,) = rows(ledger)
+    prompt = count_prompt({"model": MODEL, "messages": MESSAGES, "stream": stream})
+    assert (row["status"], row["http_status"], row["stream"]) == ("blocked", None, stream)
+    assert row["error"] == "team search is over its monthly budget"
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (prompt, 0, 0)
+    assert (row["estimated_input_tokens"], row["usage_source"]) == (prompt, "estimated")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+
+
+# 2. A failing hook in the log ---------------------------------------------------------------------
+
+
+class LeakyHookError(Exception):
+    pass
+
+
+class FirstFailingHook:
+    """Raises on every ``before_send``: first a LeakyHookError naming the caller's key, then a KeyError."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def before_send(self, call: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("budget table")
+        raise LeakyHookError(f"no budget for the key {PLAIN_KEY} (call {self.calls})")
+
+    def settled(self, call: Any, row: Any) -> None:
+        pass
+
+
+class SecondFailingHook(FirstFailingHook):
+    pass
+
+
+def test_a_failing_hook_is_logged_once_per_hook_and_error_with_its_traceback_redacted(
+    scripted, ledger, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="costkit")
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    first, second = FirstFailingHook(), SecondFailingHook()
+    client = sdk(scripted.base_url, ledger, api_key=PLAIN_KEY, hooks=[first, second])
+    for _ in range(3):  # LeakyHookError, KeyError, LeakyHookError again from each hook
+        reply = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        assert reply.choices[0].message.content == "Hi."
+    errors = [r for r in caplog.records if r.name == "costkit" and r.levelno == logging.ERROR]
+    hook_errors = [r.getMessage() for r in errors if "FailingHook.before_send failed" in r.getMessage()]
+    first_name = f"hook {FirstFailingHook.__qualname__}.before_send failed; accounting goes on"
+    second_name = f"hook {SecondFailingHook.__qualname__}.before_send failed; accounting goes on"
+    # each (hook, exception type) once with its traceback; the third round only at debug level
+    assert [m.splitlines()[0] for m in hook_errors] == [
+        f"costkit: {first_name}",
+        f"costkit: {second_name}",
+        f"costkit: {first_name}",
+        f"costkit: {second_name}",
+    ]
+    assert "LeakyHookError: no budget for the key [redacted] (call 1)" in hook_errors[0]
+    assert "KeyError: 'budget table'" in hook_errors[2]
+    assert PLAIN_KEY not in caplog.text
+    assert "(call 3)" not in caplog.text  # the repeat is one line, without the message
+    found = rows(ledger)
+    assert [r["status"] for r in found] == ["ok", "ok", "ok"]
+    accounted = "failed (KeyError); the request was accounted anyway"
+    assert found[1]["notes"] == (
+        f"hook {FirstFailingHook.__qualname__}.before_send {accounted}"
+        f"; hook {SecondFailingHook.__qualname__}.before_send {accounted}"
+    )
+
+
+# 3. A compressed body that cannot be decoded -------------------------------------------------------
+
+
+def corrupt_gzip(data: bytes) -> bytes:
+    """A gzip body whose deflate stream turns to junk a few bytes in (the header is fine)."""
+    good = zlib.compress(data, wbits=31)
+    return good[:12] + b"\xff" * 40 + good[52:]
+
+
+def raw_post(base_url: str, ledger: costkit.Ledger | None, body: dict[str, Any]) -> Any:
+    """A raw httpx2 client's POST, read to its end; returns the response or the exception it raised."""
+    client = httpx2.Client() if ledger is None else costkit.wrap(httpx2.Client(), ledger=ledger)
+    try:
+        with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+            return b"".join(response.iter_bytes())
+    except httpx2.DecodingError as exc:
+        return type(exc)
+
+
+def estimated_row(row: dict[str, Any], prompt: int, output: int) -> None:
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (prompt, 0, output)
+    assert (row["estimated_input_tokens"], row["usage_source"]) == (prompt, "estimated")
+    assert row["cost_nanousd"] == prompt * INPUT + output * OUTPUT
+    assert row["price_id"] == "gpt-4.1@2025-04-14"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_body_that_cannot_be_decoded_is_the_callers_error_and_a_partial_row(scripted, ledger, stream):
+    if stream:
+        body = event(chunk([delta({"content": "Hi."})], True)) + event(
+            chunk([], True, {"prompt_tokens": 40, "completion_tokens": 2})
+        )
+        content_type = "text/event-stream"
+    else:
+        body, content_type = json.dumps(REPLY).encode(), "application/json"
+    scripted.render = lambda _request: Answer(
+        content_type=content_type,
+        pieces=(corrupt_gzip(body),),
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    request: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
+    if stream:  # the caller asked for usage: costkit forwards the compressed bytes for it to decode
+        request |= {"stream": True, "stream_options": {"include_usage": True}}
+    assert raw_post(scripted.base_url, None, request) is httpx2.DecodingError
+    assert raw_post(scripted.base_url, ledger, request) is httpx2.DecodingError
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, stream)
+    assert row["notes"].startswith(
+        "no usage from the provider: input from costkit's count, output estimated from what arrived; "
+        "cannot decode gzip body: "
+    )
+    assert row["notes"].endswith(": the rest was forwarded untouched, not read")
+    estimated_row(row, count_prompt(request), 0)
+
+
+def test_a_stream_costkit_decodes_for_the_caller_that_turns_corrupt_is_the_callers_error(scripted, ledger):
+    body = event(chunk([delta({"content": "Hi."})], True)) + event(b"[DONE]")
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=(corrupt_gzip(body),),
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    request = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    assert raw_post(scripted.base_url, None, request) is httpx2.DecodingError
+    assert raw_post(scripted.base_url, ledger, request) is httpx2.DecodingError
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, True)
+    assert row["notes"] == (
+        "the caller's read ended in DecodingError; "
+        "no usage from the provider: input from costkit's count, output estimated from what arrived"
+    )
+    estimated_row(row, count_prompt(request), 0)
+
+
+# 4. A failure of costkit's own while reading a stream ----------------------------------------------
+
+USAGE = {"prompt_tokens": 40, "completion_tokens": 2}
+
+
+def _fails_on_done(original: Any) -> Any:
+    def scan_events(self: ResponseReader, data: bytes) -> bytes:
+        if b"[DONE]" in self._tail + data:
+            raise RuntimeError("costkit bug under test")
+        return original(self, data)
+
+    return scan_events
+
+
+def raw_stream(base_url: str, ledger: costkit.Ledger, body: dict[str, Any]) -> bytes:
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+        return b"".join(response.iter_raw())
+
+
+@pytest.mark.parametrize("caller_asked", [False, True])
+def test_a_failure_of_costkits_own_mid_stream_forwards_every_byte_once(
+    scripted, ledger, monkeypatch, caller_asked
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    pieces = (content, usage[:-2], usage[-2:] + event(b"[DONE]"))  # the usage event held for its blank line
+    scripted.render = lambda _request: sse(pieces)
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    if caller_asked:
+        body["stream_options"] = {"include_usage": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    if caller_asked:
+        assert got == b"".join(pieces)
+    else:  # costkit hid "usage":null where it still read; after its failure, the rest goes as it came
+        assert got == content.replace(b',"usage":null', b"") + usage + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, True)
+    assert row["response_id"] == "chatcmpl-paths"
+    estimated_row(row, count_prompt(body), count_text("Hi."))
+
+
+def test_a_failure_of_costkits_own_after_the_usage_keeps_the_usage_and_a_partial_row(
+    scripted, ledger, monkeypatch
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    scripted.render = lambda _request: sse((content, usage, event(b"[DONE]")))
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    assert got == content.replace(b',"usage":null', b"") + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"]) == ("partial", "provider")  # costkit did not see it end
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (40, 0, 2)
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def _fails_on_usage(original: Any) -> Any:
+    def inspect(self: ResponseReader, payload: bytes) -> bool:
+        if b'"usage":{' in payload:
+            raise RuntimeError("costkit bug under test")
+        return original(self, payload)
+
+    return inspect
+
+
+def test_a_failure_of_costkits_own_while_reading_an_event_loses_no_byte_of_the_next(
+    scripted, ledger, monkeypatch
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    # the usage event and the start of [DONE] in one write: costkit fails reading the first
+    scripted.render = lambda _request: sse((content, usage + b"data: [DO", b"NE]\n\n"))
+    monkeypatch.setattr(ResponseReader, "_inspect", _fails_on_usage(ResponseReader._inspect))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    assert got == content.replace(b',"usage":null', b"") + usage + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["response_id"]) == ("partial", "chatcmpl-paths")
+    estimated_row(row, count_prompt(body), count_text("Hi."))
+
+
+def gzip_pieces(*parts: bytes) -> tuple[bytes, ...]:
+    """One gzip stream, flushed after each part: each network piece decodes to exactly its part."""
+    packer = zlib.compressobj(wbits=31)
+    pieces = [packer.compress(part) + packer.flush(zlib.Z_SYNC_FLUSH) for part in parts]
+    pieces[-1] += packer.flush()
+    return tuple(pieces)
+
+
+@pytest.mark.parametrize("caller_asked", [False, True])
+def test_a_failure_of_costkits_own_in_a_compressed_stream_forwards_every_byte_once(
+    scripted, ledger, monkeypatch, caller_asked
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=gzip_pieces(content, usage + b"data: [DO", b"NE]\n\n"),
+        chunked=True,
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    if caller_asked:
+        body["stream_options"] = {"include_usage": True}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=body) as response:
+        # costkit decodes the stream for a caller that did not ask for usage, to take the usage out
+        assert response.headers.get("content-encoding") == ("gzip" if caller_asked else None)
+        got = b"".join(response.iter_bytes())
+    if caller_asked:
+        assert got == content + usage + event(b"[DONE]")
+    else:  # the usage chunk was read (and hidden) before costkit failed on the last piece
+        assert got == content.replace(b',"usage":null', b"") + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "partial",
+        "provider",
+        40,
+        2,
+    )
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
