@@ -355,3 +355,41 @@ def test_a_failure_of_costkits_own_in_a_compressed_stream_forwards_every_byte_on
         2,
     )
     assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+# 5. The provider's error text on an error row --------------------------------------------------------
+
+LONG = "Your request was rejected: " + "too long " * 80
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "answer", "error"),
+    [
+        (
+            429,
+            "application/json",
+            {"error": {"message": "Rate limit reached", "type": "x"}},
+            "Rate limit reached",
+        ),
+        (503, "application/json", {"error": "upstream overloaded"}, "upstream overloaded"),
+        (500, "application/json", {"error": {"message": 500, "code": 500}}, None),
+        (500, "application/json", {"error": ["overloaded"]}, None),
+        (502, "text/html", b"<html>Bad gateway</html>", None),
+        (400, "text/event-stream", {"error": {"message": "not shown"}}, None),
+        (400, "application/json", {"error": {"message": LONG}}, LONG),
+    ],
+)
+def test_an_http_error_row_keeps_the_providers_message(scripted, ledger, status, content_type, answer, error):
+    raw = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+    scripted.render = lambda _request: Answer(status=status, content_type=content_type, pieces=(raw,))
+    body = {"model": MODEL, "messages": MESSAGES}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    response = client.post(f"{scripted.base_url}/chat/completions", json=body)
+    assert (response.status_code, response.content) == (status, raw)
+    (row,) = rows(ledger)
+    expected = f"HTTP {status}" if error is None else f"HTTP {status}: {error}"
+    assert row["error"] == expected[:500]
+    assert (row["status"], row["http_status"], row["notes"]) == ("error", status, None)
+    prompt = count_prompt(body)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (prompt, 0, "estimated")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)

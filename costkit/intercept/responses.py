@@ -130,12 +130,11 @@ class ResponseReader:
             data = self._decode(chunk)
         except CorruptBody as exc:
             if self.forwards_decoded:
-                self.failed = True
-                raise  # the transport raises the caller's DecodingError, as its httpx would
+                raise  # the transport fails the reader and raises the DecodingError httpx would
             self._stop_reading(str(exc))
             return chunk
         try:
-            out = self._scan(data) if data else data
+            out = self._scan(data)
         except Exception:
             if self.forwards_decoded:  # decoded already: passthrough forwards it rather than decode it again
                 self._unforwarded = data
