@@ -393,3 +393,108 @@ def test_an_http_error_row_keeps_the_providers_message(scripted, ledger, status,
     prompt = count_prompt(body)
     assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (prompt, 0, "estimated")
     assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+
+
+# 6. What a request carries onto its row ----------------------------------------------------------------
+
+NO_USAGE = {key: value for key, value in REPLY.items() if key != "usage"}
+
+
+def post(base_url: str, ledger: costkit.Ledger, content: bytes, headers: Any = (), **options: Any) -> Any:
+    client = costkit.wrap(httpx2.Client(), ledger=ledger, **options)
+    return client.post(f"{base_url}/chat/completions", content=content, headers=list(headers))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{not json", "request body is not JSON: Expecting property name enclosed in double quotes"),
+        (b'["a", "list"]', "request body is not a JSON object"),
+    ],
+)
+def test_a_request_body_costkit_cannot_read_is_sent_as_is_and_its_row_says_why(
+    scripted, ledger, content, problem
+):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(NO_USAGE).encode(),))
+    response = post(scripted.base_url, ledger, content, [("Content-Type", "application/json")])
+    assert response.json() == NO_USAGE and sent == [None]  # the upstream got the bytes (not JSON to it)
+    (row,) = rows(ledger)
+    assert (row["status"], row["model"], row["stream"]) == ("ok", "unknown", False)
+    assert (row["input_tokens"], row["output_tokens"], row["estimated_input_tokens"]) == (
+        0,
+        count_text("Hi."),
+        None,
+    )
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+    assert f"unpriced: input tokens unknown ({problem}" in row["notes"]
+
+
+def test_a_request_that_never_got_an_answer_and_could_not_be_counted_records_no_input(ledger):
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    body = {"model": "gpt-4.1", "messages": MESSAGES, "stream": True, "max_tokens": "many"}
+    with pytest.raises(httpx2.ConnectError) as caught:
+        client.post("http://127.0.0.1:9/v1/chat/completions", content=b"{not json")
+    with pytest.raises(httpx2.ConnectError):
+        client.post("http://127.0.0.1:9/v1/chat/completions", json=body)
+    unreadable, streamed = rows(ledger)
+    assert (unreadable["status"], unreadable["http_status"], unreadable["stream"]) == ("error", None, False)
+    assert unreadable["error"] == f"ConnectError: {caught.value}"
+    assert (unreadable["input_tokens"], unreadable["estimated_input_tokens"]) == (0, None)
+    # a bad max_tokens leaves no verdict, but the messages are still counted, and it was a stream
+    prompt = count_prompt({"model": "gpt-4.1", "messages": MESSAGES, "stream": True})
+    assert (streamed["status"], streamed["stream"], streamed["model"]) == ("error", True, "gpt-4.1")
+    assert (streamed["input_tokens"], streamed["estimated_input_tokens"]) == (prompt, prompt)
+    assert (streamed["cost_nanousd"], streamed["usage_source"]) == (0, "estimated")
+
+
+@pytest.mark.parametrize(
+    ("model", "recorded"),
+    [("m" * 300, "m" * 200), (42, "unknown"), ("", "unknown"), ("openai/gpt-4.1-2025-04-14", "gpt-4.1")],
+)
+def test_the_model_a_row_records(scripted, ledger, model, recorded):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    body = {"model": model, "messages": MESSAGES}
+    post(scripted.base_url, ledger, json.dumps(body).encode())
+    (row,) = rows(ledger)
+    assert row["model"] == recorded
+    assert (row["input_tokens"], row["output_tokens"]) == (40, 2)  # the provider's usage, priced or not
+
+
+def test_tags_from_every_tags_header_are_kept_and_a_latin1_value_is_read(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    headers = [("X-Costkit-Tags", b"team=search"), ("x-costkit-tags", b"feature=caf\xe9, user=42")]
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode(), headers)
+    (row,) = rows(ledger)
+    assert row["tags"] == {"team": "search", "feature": "café", "user": "42"}
+    assert row["notes"] is None
+
+
+def test_with_the_preflight_off_an_oversized_request_is_sent_and_charged(scripted, ledger):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(REPLY).encode(),))
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "costkit " * 1_100_000}],
+        "max_tokens": 10,
+    }
+    client = costkit.wrap(httpx2.Client(), ledger=ledger, preflight=False)
+    response = client.post(f"{scripted.base_url}/chat/completions", json=body)
+    assert response.status_code == 200 and len(sent) == 1
+    (row,) = rows(ledger)
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 40, 2)
+    assert row["estimated_input_tokens"] > 1_047_576
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def test_stored_text_keeps_the_callers_characters(scripted, tmp_path):
+    reply = {**REPLY, "choices": [{"index": 0, "message": {"role": "assistant", "content": "Grüezi \x00."}}]}
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    with costkit.Ledger(f"sqlite:///{tmp_path / 'text.sqlite'}", store_text=True) as book:
+        post(scripted.base_url, book, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+        (row,) = rows(book)
+    assert row["prompt_text"] == (
+        '[{"role": "system", "content": "You are terse."}, '
+        '{"role": "user", "content": "What is the weather in Zürich, and the time there?"}]'
+    )
+    assert row["completion_text"] == "Grüezi ."
