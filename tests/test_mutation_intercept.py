@@ -375,6 +375,8 @@ LONG = "Your request was rejected: " + "too long " * 80
         (500, "application/json", {"error": {"message": 500, "code": 500}}, None),
         (500, "application/json", {"error": ["overloaded"]}, None),
         (502, "text/html", b"<html>Bad gateway</html>", None),
+        (400, "text/plain", b"Bad Request", None),  # no "not JSON" note: an error body is the provider's
+        (400, "application/json", b'["bad request"]', None),
         (400, "text/event-stream", {"error": {"message": "not shown"}}, None),
         (400, "application/json", {"error": {"message": LONG}}, LONG),
     ],
@@ -498,3 +500,26 @@ def test_stored_text_keeps_the_callers_characters(scripted, tmp_path):
         '{"role": "user", "content": "What is the weather in Zürich, and the time there?"}]'
     )
     assert row["completion_text"] == "Grüezi ."
+
+
+# 7. A stream is known by its Content-Type, however it is written ---------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["Text/Event-Stream ; charset=UTF-8", "text/event-stream"])
+def test_a_stream_is_known_by_its_content_type_in_any_case_and_spacing(scripted, ledger, content_type):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    scripted.render = lambda _request: Answer(
+        content_type=content_type, pieces=(content, usage, event(b"[DONE]")), chunked=True
+    )
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    assert raw_stream(scripted.base_url, ledger, body) == content.replace(b',"usage":null', b"") + event(
+        b"[DONE]"
+    )
+    (row,) = rows(ledger)
+    assert (row["status"], row["stream"], row["usage_source"], row["notes"]) == ("ok", True, "provider", None)
+    assert (row["input_tokens"], row["output_tokens"], row["cost_nanousd"]) == (
+        40,
+        2,
+        40 * INPUT + 2 * OUTPUT,
+    )
