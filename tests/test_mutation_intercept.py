@@ -523,3 +523,46 @@ def test_a_stream_is_known_by_its_content_type_in_any_case_and_spacing(scripted,
         2,
         40 * INPUT + 2 * OUTPUT,
     )
+
+
+# 8. The bytes sent when costkit asks for usage -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caller_sent", "costkit_sent"),
+    [
+        (  # the caller's bytes as they were (spacing, non-ASCII, a last empty object), the field appended
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "metadata": {}}  \n',
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "metadata": {},"stream_options":{"include_usage":true}}',
+        ),
+        (  # stream_options there without include_usage: rewritten, compact, the text still UTF-8
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "stream_options": {"include_obfuscation": false}}',
+            '{"model":"gpt-4.1","messages":[{"role":"user","content":"Zürich?"}],'
+            '"stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true}}',
+        ),
+        (
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "stream_options": null}',
+            '{"model":"gpt-4.1","messages":[{"role":"user","content":"Zürich?"}],'
+            '"stream":true,"stream_options":{"include_usage":true}}',
+        ),
+        (  # the caller asked already: its bytes go as they were
+            '{"model": "gpt-4.1", "messages": [], "stream": true, "stream_options": {"include_usage": true}}',
+            '{"model": "gpt-4.1", "messages": [], "stream": true, "stream_options": {"include_usage": true}}',
+        ),
+    ],
+    ids=["appended", "rewritten", "null", "asked"],
+)
+def test_the_body_sent_when_costkit_asks_for_usage(scripted, ledger, caller_sent, costkit_sent):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or sse((event(b"[DONE]"),))
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream(
+        "POST", f"{scripted.base_url}/chat/completions", content=caller_sent.encode("utf-8")
+    ) as response:
+        assert response.read() == b"data: [DONE]\n\n"
+    assert len(sent) == 1
+    assert scripted.received[-1].body == costkit_sent.encode("utf-8")

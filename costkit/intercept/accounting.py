@@ -72,8 +72,8 @@ def _with_usage_option(raw: bytes, body: dict[str, Any]) -> bytes | None:
     if options is None and "stream_options" not in body:
         text = raw.rstrip()
         if text.endswith(b"}"):  # append the field, leaving the caller's bytes as they were
-            sep = b"" if text[:-1].rstrip().endswith(b"{") else b","
-            return text[:-1] + sep + b'"stream_options":{"include_usage":true}}'
+            # a comma always: the object holds "stream" at least, so the field is never its first member
+            return text[:-1] + b',"stream_options":{"include_usage":true}}'
     changed = dict(body)
     changed["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return json.dumps(changed, ensure_ascii=False, separators=(",", ":")).encode()
