@@ -22,6 +22,7 @@ import json
 import logging
 import zlib
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx2
@@ -29,6 +30,7 @@ import openai
 import pytest
 
 import costkit
+from costkit.intercept import accounting
 from costkit.intercept.responses import ResponseReader
 from tests.reference_counts import count_prompt, count_text
 from tests.scripted_upstream import Answer, ScriptedUpstream
@@ -566,3 +568,70 @@ def test_the_body_sent_when_costkit_asks_for_usage(scripted, ledger, caller_sent
         assert response.read() == b"data: [DONE]\n\n"
     assert len(sent) == 1
     assert scripted.received[-1].body == costkit_sent.encode("utf-8")
+
+
+# 9. What a row may hold: bounded, without NUL, redacted -------------------------------------------------
+
+
+def test_a_long_response_id_and_a_model_with_nul_are_stored_bounded_and_clean(scripted, ledger):
+    reply = {**REPLY, "id": "chatcmpl-\x00" + "i" * 300}
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": "gpt-\x004.1", "messages": MESSAGES}).encode())
+    content = event(chunk([delta({"content": "Hi."})], False, response_id="chatcmpl-\x00" + "s" * 300))
+    scripted.render = lambda _request: sse((content, event(b"[DONE]")))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    post(scripted.base_url, ledger, json.dumps(body).encode())
+    plain, streamed = rows(ledger)
+    assert plain["response_id"] == "chatcmpl-" + "i" * 191
+    assert plain["model"] == "gpt-4.1"
+    assert streamed["response_id"] == "chatcmpl-" + "s" * 191
+
+
+def test_notes_are_bounded(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    headers = [("X-Costkit-Tags", ",".join(["oops"] * 200))]
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode(), headers)
+    (row,) = rows(ledger)
+    assert row["notes"].startswith("X-Costkit-Tags item 1 of 200 dropped: not key=value; ")
+    assert len(row["notes"]) == 2000
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def test_a_credential_echoed_into_the_usage_is_redacted_from_the_notes(scripted, ledger):
+    reply = {**REPLY, "usage": {"prompt_tokens": PLAIN_KEY, "completion_tokens": 2}}
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    headers = [("Authorization", f"Bearer {PLAIN_KEY}")]
+    body = {"model": MODEL, "messages": MESSAGES}
+    post(scripted.base_url, ledger, json.dumps(body).encode(), headers)
+    (row,) = rows(ledger)
+    assert row["notes"] == "usage.prompt_tokens '[redacted]' is not a token count; input from costkit's count"
+    prompt = count_prompt(body)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (prompt, 2, "estimated")
+    assert row["cost_nanousd"] == prompt * INPUT + 2 * OUTPUT
+
+
+def test_a_request_that_cannot_be_counted_says_why_it_is_unpriced(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(NO_USAGE).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": "Hello"}).encode())
+    (row,) = rows(ledger)
+    assert (row["status"], row["input_tokens"], row["estimated_input_tokens"]) == ("ok", 0, None)
+    assert row["notes"].endswith("unpriced: input tokens unknown (messages: must be a list)")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+
+
+def test_a_call_is_priced_at_the_prices_in_effect_when_it_started(scripted, ledger, monkeypatch):
+    """gpt-4.1's first price took effect on 2025-04-14: a call that started the evening before is
+    unpriced, though it settles now (the clock is the one part no real server can set)."""
+
+    class Eve(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Eve:
+            return cls(2025, 4, 13, 23, 59, 59, tzinfo=tz)
+
+    monkeypatch.setattr(accounting, "datetime", Eve)
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    (row,) = rows(ledger)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+    assert "unpriced: " in row["notes"] and "2025-04-13" in row["notes"]

@@ -350,10 +350,8 @@ def _sanitise(row: Row, secrets: Sequence[str]) -> None:
         row.response_id = row.response_id.replace("\x00", "")[:200]
     row.model = row.model.replace("\x00", "")
     row.endpoint_host = row.endpoint_host.replace("\x00", "")
-    if row.completion_text:
+    if row.completion_text:  # (prompt_text is JSON text: json.dumps writes a NUL as \u0000)
         row.completion_text = row.completion_text.replace("\x00", "")
-    if row.prompt_text:
-        row.prompt_text = row.prompt_text.replace("\x00", "")
 
 
 def start_call(options: Options, host: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Call:

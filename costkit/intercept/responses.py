@@ -265,7 +265,7 @@ class ResponseReader:
             self.malformed = True
             return False
         if self.response_id is None and isinstance(chunk.get("id"), str):
-            self.response_id = chunk["id"][:200]
+            self.response_id = chunk["id"]  # bounded with the row's other text (accounting._sanitise)
         error = chunk.get("error")
         if error is not None and self.stream_error is None:
             self.stream_error = _error_message(error) or "error event in the stream"
@@ -373,7 +373,7 @@ class ResponseReader:
                 self.notes.append("response body is not a JSON object")
             return
         if isinstance(body.get("id"), str):
-            self.response_id = body["id"][:200]
+            self.response_id = body["id"]
         if self.status < 400 and body.get("error") is not None and "choices" not in body:
             self.stream_error = _error_message(body["error"]) or "error object in a 200 answer"
         self.usage = parse_usage(body.get("usage"))
