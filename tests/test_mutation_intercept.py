@@ -30,11 +30,11 @@ import openai
 import pytest
 
 import costkit
-from costkit.intercept import accounting
+from costkit.intercept import accounting, responses
 from costkit.intercept.responses import ResponseReader
 from tests.reference_counts import count_prompt, count_text
 from tests.scripted_upstream import Answer, ScriptedUpstream
-from tests.test_intercept_paths import MESSAGES, MODEL, chunk, delta, event, rows, sse
+from tests.test_intercept_paths import MESSAGES, MODEL, PROMPT, chunk, delta, event, rows, sse
 
 INPUT, CACHED, OUTPUT = 2000, 500, 8000  # nano-USD per token, gpt-4.1
 PLAIN_KEY = "swordfish-open-sesame"  # not key-shaped: only the caller's credential list redacts it
@@ -635,3 +635,39 @@ def test_a_call_is_priced_at_the_prices_in_effect_when_it_started(scripted, ledg
     assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
     assert (row["cost_nanousd"], row["price_id"]) == (0, None)
     assert "unpriced: " in row["notes"] and "2025-04-13" in row["notes"]
+
+
+# 10. The side copy of a plain answer, at its bound --------------------------------------------------------
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_plain_answer_in_pieces_is_read_up_to_its_bound_and_no_further(scripted, ledger, monkeypatch, over):
+    raw = json.dumps(REPLY).encode()
+    monkeypatch.setattr(responses, "MAX_SIDE_COPY", len(raw) - over)
+    half = len(raw) // 2
+    scripted.render = lambda _request: Answer(pieces=(raw[:half], raw[half:]), chunked=True)
+    response = post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    assert response.content == raw
+    (row,) = rows(ledger)
+    if over:  # one byte past the bound: not read, estimated
+        assert (row["status"], row["notes"]) == (
+            "partial",
+            "no usage from the provider: input from costkit's count, output estimated from what arrived; "
+            f"response body over {len(raw) - 1} bytes: not read; "
+            f"only the first {len(raw) - 1} bytes of the response were kept for the estimate",
+        )
+        assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (PROMPT, 0, "estimated")
+    else:  # exactly at the bound: read whole
+        assert (row["status"], row["notes"], row["response_id"]) == ("ok", None, "chatcmpl-mutation")
+        assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
+
+
+def test_an_error_answer_is_read_once(scripted, ledger):
+    answer = {"error": {"message": "Rate limit reached"}, "x_metrics": "junk"}
+    scripted.render = lambda _request: Answer(status=429, pieces=(json.dumps(answer).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    (row,) = rows(ledger)
+    assert (row["error"], row["notes"]) == (
+        "HTTP 429: Rate limit reached",
+        "x_metrics dropped: not an object",
+    )
