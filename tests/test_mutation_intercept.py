@@ -671,3 +671,37 @@ def test_an_error_answer_is_read_once(scripted, ledger):
         "HTTP 429: Rate limit reached",
         "x_metrics dropped: not an object",
     )
+
+
+# 11. An error without a message inside a 200 answer --------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own write", "shared write"])
+def test_an_error_event_without_a_message_still_makes_the_stream_partial(scripted, ledger, shared):
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    content = event(chunk([delta({"content": "Hi."})], True))
+    error = event({"error": {"code": 503}})
+    # shared: the error event rides in one network read after an ordinary chunk, past the byte checks
+    pieces = (
+        (first, content + error, event(b"[DONE]")) if shared else (first, content, error, event(b"[DONE]"))
+    )
+    scripted.render = lambda _request: sse(pieces)
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    assert got == b"".join(pieces).replace(b',"usage":null', b"")
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["http_status"]) == ("partial", "error event in the stream", 200)
+    estimated_row(row, count_prompt(body), count_text("Hi."))
+
+
+def test_an_error_object_without_a_message_in_a_200_answer_makes_it_partial(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps({"error": {"code": 503}}).encode(),))
+    body = {"model": MODEL, "messages": MESSAGES}
+    post(scripted.base_url, ledger, json.dumps(body).encode())
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["http_status"]) == (
+        "partial",
+        "error object in a 200 answer",
+        200,
+    )
+    estimated_row(row, count_prompt(body), 0)
