@@ -619,6 +619,9 @@ def test_a_request_that_cannot_be_counted_says_why_it_is_unpriced(scripted, ledg
     assert (row["cost_nanousd"], row["price_id"]) == (0, None)
 
 
+UNPRICED_AT_START = "unknown price for 'gpt-4.1 at 2025-04-13 at host 127.0.0.1'"
+
+
 def test_a_call_is_priced_at_the_prices_in_effect_when_it_started(scripted, ledger, monkeypatch):
     """gpt-4.1's first price took effect on 2025-04-14: a call that started the evening before is
     unpriced, though it settles now (the clock is the one part no real server can set)."""
@@ -628,13 +631,31 @@ def test_a_call_is_priced_at_the_prices_in_effect_when_it_started(scripted, ledg
         def now(cls, tz: Any = None) -> Eve:
             return cls(2025, 4, 13, 23, 59, 59, tzinfo=tz)
 
+    worst_cases: list[str] = []
+
+    class Watch:
+        def before_send(self, call: Any) -> None:
+            try:
+                worst_cases.append(str(call.verdict.max_cost_nanousd))
+            except costkit.CostkitError as exc:
+                worst_cases.append(str(exc))
+
+        def settled(self, call: Any, row: Any) -> None:
+            pass
+
     monkeypatch.setattr(accounting, "datetime", Eve)
     scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
-    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    post(
+        scripted.base_url,
+        ledger,
+        json.dumps({"model": MODEL, "messages": MESSAGES}).encode(),
+        hooks=[Watch()],
+    )
+    assert len(worst_cases) == 1 and worst_cases[0].startswith(UNPRICED_AT_START)
     (row,) = rows(ledger)
     assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
     assert (row["cost_nanousd"], row["price_id"]) == (0, None)
-    assert "unpriced: " in row["notes"] and "2025-04-13" in row["notes"]
+    assert row["notes"].startswith(f"unpriced: {UNPRICED_AT_START}")
 
 
 # 10. The side copy of a plain answer, at its bound --------------------------------------------------------
