@@ -726,3 +726,43 @@ def test_an_error_object_without_a_message_in_a_200_answer_makes_it_partial(scri
         200,
     )
     estimated_row(row, count_prompt(body), 0)
+
+
+# 12. A request refused for the context window, with the caller's limits ---------------------------------
+
+
+@pytest.mark.parametrize(("extra", "reserve"), [({"max_tokens": 100}, 100), ({}, 30)])
+def test_the_context_refusal_uses_the_callers_limit_and_reserve_and_is_the_rows_error(
+    scripted, ledger, extra, reserve
+):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(REPLY).encode(),))
+    body = {"model": MODEL, "messages": MESSAGES, **extra}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger, context_limit=50, default_output_reserve=30)
+    with pytest.raises(costkit.ContextWindowExceeded) as refused:
+        client.post(f"{scripted.base_url}/chat/completions", json=body)
+    assert sent == []
+    over = PROMPT + reserve - 50
+    message = (
+        f"request needs {PROMPT} input + {reserve} output tokens, "
+        f"over the 50-token context window by {over}; nothing was sent"
+    )
+    assert str(refused.value) == message
+    assert (
+        refused.value.tokens,
+        refused.value.limit,
+        refused.value.overflow,
+        refused.value.output_reserve,
+    ) == (
+        PROMPT,
+        50,
+        over,
+        reserve,
+    )
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["input_tokens"], row["cost_nanousd"]) == (
+        "blocked",
+        message,
+        PROMPT,
+        0,
+    )
