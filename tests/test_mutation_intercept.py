@@ -766,3 +766,25 @@ def test_the_context_refusal_uses_the_callers_limit_and_reserve_and_is_the_rows_
         PROMPT,
         0,
     )
+
+
+# 13. A 200 answer that is not a JSON object ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "note"),
+    [
+        (b"<html>Service busy</html>", "response body is not JSON"),
+        (b'["Hi."]', "response body is not a JSON object"),
+    ],
+)
+def test_a_200_answer_that_is_not_a_json_object_is_partial_and_says_so(scripted, ledger, raw, note):
+    scripted.render = lambda _request: Answer(pieces=(raw,))
+    body = {"model": MODEL, "messages": MESSAGES}
+    assert post(scripted.base_url, ledger, json.dumps(body).encode()).content == raw
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["response_id"]) == ("partial", None, None)
+    assert row["notes"] == (
+        f"no usage from the provider: input from costkit's count, output estimated from what arrived; {note}"
+    )
+    estimated_row(row, count_prompt(body), 0)

@@ -362,8 +362,7 @@ class ResponseReader:
             return
         try:
             self._json = json.loads(b"".join(self._body))
-        except (ValueError, RecursionError):
-            self._json = None
+        except (ValueError, RecursionError):  # _json stays None
             if self.status < 400:
                 self.notes.append("response body is not JSON")
             return
