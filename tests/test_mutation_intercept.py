@@ -158,6 +158,41 @@ def test_a_failing_hook_is_logged_once_per_hook_and_error_with_its_traceback_red
     )
 
 
+class FailingSettledHook:
+    """Raises on every ``settled``: a LeakyHookError naming the key, a KeyError, then the first again."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def before_send(self, call: Any) -> None:
+        pass
+
+    def settled(self, call: Any, row: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("budget table")
+        raise LeakyHookError(f"no budget for the key {PLAIN_KEY} (row {row.status}, call {self.calls})")
+
+
+def test_a_failing_settled_hook_is_logged_once_per_error_redacted_and_the_row_is_kept(
+    scripted, ledger, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="costkit")
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    client = sdk(scripted.base_url, ledger, api_key=PLAIN_KEY, hooks=[FailingSettledHook()])
+    for _ in range(3):
+        assert (
+            client.chat.completions.create(model=MODEL, messages=MESSAGES).choices[0].message.content == "Hi."
+        )
+    name = f"hook {FailingSettledHook.__qualname__}.settled failed"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and name in r.getMessage()]
+    assert [m.splitlines()[0] for m in errors] == [f"costkit: {name}", f"costkit: {name}"]
+    assert "LeakyHookError: no budget for the key [redacted] (row ok, call 1)" in errors[0]
+    assert "KeyError: 'budget table'" in errors[1]
+    assert PLAIN_KEY not in caplog.text and "call 3" not in caplog.text
+    assert [(r["status"], r["cost_nanousd"]) for r in rows(ledger)] == [("ok", 40 * INPUT + 2 * OUTPUT)] * 3
+
+
 # 3. A compressed body that cannot be decoded -------------------------------------------------------
 
 
