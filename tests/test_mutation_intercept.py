@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zlib
 from collections.abc import Iterator
 from datetime import datetime
@@ -823,3 +824,21 @@ def test_a_200_answer_that_is_not_a_json_object_is_partial_and_says_so(scripted,
         f"no usage from the provider: input from costkit's count, output estimated from what arrived; {note}"
     )
     estimated_row(row, count_prompt(body), 0)
+
+
+# 14. Timings ----------------------------------------------------------------------------------------------
+
+
+def test_latency_and_time_to_first_token_are_measured_in_microseconds(scripted, ledger):
+    def slow(_request: Any) -> Answer:
+        time.sleep(0.2)  # before the status line: the first token cannot come sooner
+        return sse((event(chunk([delta({"content": "Hi."})], False)), event(b"[DONE]")))
+
+    scripted.render = slow
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    raw_stream(scripted.base_url, ledger, body)
+    elapsed_us = (time.perf_counter() - started) * 1_000_000
+    (row,) = rows(ledger)
+    assert 200_000 <= row["ttft_us"] <= row["latency_us"] <= elapsed_us
+    assert (row["finished_at"] - row["started_at"]).total_seconds() >= 0.2
