@@ -34,7 +34,7 @@ import costkit
 from costkit.intercept import accounting, responses
 from costkit.intercept.responses import ResponseReader
 from tests.reference_counts import count_prompt, count_text
-from tests.scripted_upstream import Answer, ScriptedUpstream
+from tests.scripted_upstream import Answer, ScriptedUpstream, split_at
 from tests.test_intercept_paths import MESSAGES, MODEL, PROMPT, chunk, delta, event, rows, sse
 
 INPUT, CACHED, OUTPUT = 2000, 500, 8000  # nano-USD per token, gpt-4.1
@@ -229,24 +229,28 @@ def test_a_body_that_cannot_be_decoded_is_the_callers_error_and_a_partial_row(sc
         content_type = "text/event-stream"
     else:
         body, content_type = json.dumps(REPLY).encode(), "application/json"
+    pieces = split_at(corrupt_gzip(body), [30, 60])
     scripted.render = lambda _request: Answer(
-        content_type=content_type,
-        pieces=(corrupt_gzip(body),),
-        extra_headers=(("Content-Encoding", "gzip"),),
+        content_type=content_type, pieces=pieces, chunked=True, extra_headers=(("Content-Encoding", "gzip"),)
     )
     request: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
     if stream:  # the caller asked for usage: costkit forwards the compressed bytes for it to decode
         request |= {"stream": True, "stream_options": {"include_usage": True}}
     assert raw_post(scripted.base_url, None, request) is httpx2.DecodingError
     assert raw_post(scripted.base_url, ledger, request) is httpx2.DecodingError
-    (row,) = rows(ledger)
-    assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, stream)
-    assert row["notes"].startswith(
-        "no usage from the provider: input from costkit's count, output estimated from what arrived; "
-        "cannot decode gzip body: "
-    )
-    assert row["notes"].endswith(": the rest was forwarded untouched, not read")
-    estimated_row(row, count_prompt(request), 0)
+    # a caller reading the raw bytes reads on past the corrupt ones: all of them reach it, noted once
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=request) as response:
+        assert b"".join(response.iter_raw()) == b"".join(pieces)
+    for row in rows(ledger):
+        assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, stream)
+        assert row["notes"].startswith(
+            "no usage from the provider: input from costkit's count, output estimated from what arrived; "
+            "cannot decode gzip body: "
+        )
+        assert row["notes"].endswith(": the rest was forwarded untouched, not read")
+        assert row["notes"].count("cannot decode") == 1
+        estimated_row(row, count_prompt(request), 0)
 
 
 def test_a_stream_costkit_decodes_for_the_caller_that_turns_corrupt_is_the_callers_error(scripted, ledger):
@@ -842,3 +846,37 @@ def test_latency_and_time_to_first_token_are_measured_in_microseconds(scripted, 
     (row,) = rows(ledger)
     assert 200_000 <= row["ttft_us"] <= row["latency_us"] <= elapsed_us
     assert (row["finished_at"] - row["started_at"]).total_seconds() >= 0.2
+
+
+def test_a_stream_whose_gzip_trailer_is_corrupt_is_partial_though_it_was_read_to_done(scripted, ledger):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    whole = content + event(chunk([], True, USAGE)) + event(b"[DONE]")
+    packer = zlib.compressobj(wbits=31)
+    data = packer.compress(whole) + packer.flush(zlib.Z_SYNC_FLUSH)
+    trailer = bytearray(packer.flush())
+    trailer[-8] ^= 0xFF  # the CRC-32 of the body
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=(data, bytes(trailer)),
+        chunked=True,
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=body) as response:
+        got = []
+        with pytest.raises(httpx2.DecodingError):  # caught here: the caller closes the stream itself
+            for part in response.iter_bytes():
+                got.append(part)
+    assert b"".join(got) == whole
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "partial",
+        "provider",
+        40,
+        2,
+    )
+    assert row["notes"] == (
+        "cannot decode gzip body: Error -3 while decompressing data: incorrect data check: "
+        "the rest was forwarded untouched, not read"
+    )

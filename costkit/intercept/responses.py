@@ -123,7 +123,7 @@ class ResponseReader:
         return chunk
 
     def _feed_sse_encoded(self, chunk: bytes) -> bytes:
-        if not chunk:
+        if not chunk or not self._reading:  # (the transport keeps calling this feed after _stop_reading)
             return chunk
         assert self._decode is not None
         try:
@@ -142,6 +142,8 @@ class ResponseReader:
         return out if self.forwards_decoded else chunk
 
     def _feed_body(self, chunk: bytes) -> bytes:
+        if not self._reading:
+            return chunk
         data = chunk
         if self._decode is not None and chunk:
             try:
@@ -177,7 +179,6 @@ class ResponseReader:
 
     def _stop_reading(self, why: str) -> None:
         self._reading = False
-        self.feed = self._feed_opaque  # type: ignore[method-assign]
         self.malformed = True
         self.notes.append(f"{why}: the rest was forwarded untouched, not read")
 
