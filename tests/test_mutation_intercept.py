@@ -399,6 +399,40 @@ def test_a_failure_of_costkits_own_in_a_compressed_stream_forwards_every_byte_on
     assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
 
 
+def test_after_a_failure_of_costkits_own_it_still_decodes_the_rest_for_the_caller_to_the_end(
+    scripted, ledger, monkeypatch
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    packer = zlib.compressobj(wbits=31)
+    parts = (content, usage + b"data: [DO", b"NE]\n\n", b": keep-alive\n\n")
+    pieces = [packer.compress(part) + packer.flush(zlib.Z_SYNC_FLUSH) for part in parts]
+    trailer = bytearray(packer.flush())
+    trailer[-8] ^= 0xFF  # a corrupt CRC-32 at the very end: the caller's httpx would raise there
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=(*pieces, bytes(trailer)),
+        chunked=True,
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    got = []
+    url = f"{scripted.base_url}/chat/completions"
+    with client.stream("POST", url, json=body) as response, pytest.raises(httpx2.DecodingError):
+        for part in response.iter_bytes():
+            got.append(part)
+    assert b"".join(got) == content.replace(b',"usage":null', b"") + event(b"[DONE]") + b": keep-alive\n\n"
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "partial",
+        "provider",
+        40,
+        2,
+    )
+
+
 # 5. The provider's error text on an error row --------------------------------------------------------
 
 LONG = "Your request was rejected: " + "too long " * 80

@@ -169,10 +169,7 @@ class ResponseReader:
         if self._unforwarded is not None:  # the chunk costkit failed on, decoded before it failed
             data, self._unforwarded = self._unforwarded, None
         elif self.forwards_decoded and self._decode is not None:
-            try:
-                data = self._decode(chunk)
-            except CorruptBody:
-                data = b""
+            data = self._decode(chunk)  # a CorruptBody: the transport raises the caller's DecodingError
         if self._drop and self._tail:
             data, self._tail = self._tail + data, b""
         return data
