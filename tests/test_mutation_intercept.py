@@ -914,3 +914,18 @@ def test_a_stream_whose_gzip_trailer_is_corrupt_is_partial_though_it_was_read_to
         "cannot decode gzip body: Error -3 while decompressing data: incorrect data check: "
         "the rest was forwarded untouched, not read"
     )
+
+
+def test_a_plain_answer_read_in_many_network_reads_is_read_whole(scripted, ledger):
+    # 400 kB of logprobs: more than one read of the client's socket, cut between JSON tokens
+    logprobs = {"content": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105], "top_logprobs": []}] * 6000}
+    reply = {**REPLY, "choices": [{**REPLY["choices"][0], "logprobs": logprobs}]}
+    raw = json.dumps(reply).encode()
+    scripted.render = lambda _request: Answer(
+        pieces=split_at(raw, list(range(0, len(raw), 50_000))), chunked=True
+    )
+    response = post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    assert response.content == raw
+    (row,) = rows(ledger)
+    assert (row["status"], row["response_id"], row["notes"]) == ("ok", "chatcmpl-mutation", None)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
