@@ -929,3 +929,23 @@ def test_a_plain_answer_read_in_many_network_reads_is_read_whole(scripted, ledge
     (row,) = rows(ledger)
     assert (row["status"], row["response_id"], row["notes"]) == ("ok", "chatcmpl-mutation", None)
     assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"error": {"message": "a gateway's leftover"}}, {"choices": None}],
+    ids=["error beside choices", "no choices, no error"],
+)
+def test_a_200_answer_is_an_error_only_for_an_error_object_without_choices(scripted, ledger, extra):
+    reply = {**REPLY, **extra}
+    if extra.get("choices", 0) is None:
+        del reply["choices"]
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["notes"]) == ("ok", None, None)
+    assert (row["input_tokens"], row["output_tokens"], row["cost_nanousd"]) == (
+        40,
+        2,
+        40 * INPUT + 2 * OUTPUT,
+    )

@@ -371,7 +371,8 @@ class ResponseReader:
             return
         if isinstance(body.get("id"), str):
             self.response_id = body["id"]
-        if self.status < 400 and body.get("error") is not None and "choices" not in body:
+        # (whatever the status: a row for an error status takes error_text instead)
+        if body.get("error") is not None and "choices" not in body:
             self.stream_error = _error_message(body["error"]) or "error object in a 200 answer"
         self.usage = parse_usage(body.get("usage"))
         self.x_metrics, note = clean_metrics(body.get("x_metrics"))
