@@ -72,8 +72,8 @@ def _with_usage_option(raw: bytes, body: dict[str, Any]) -> bytes | None:
     if options is None and "stream_options" not in body:
         text = raw.rstrip()
         if text.endswith(b"}"):  # append the field, leaving the caller's bytes as they were
-            sep = b"" if text[:-1].rstrip().endswith(b"{") else b","
-            return text[:-1] + sep + b'"stream_options":{"include_usage":true}}'
+            # a comma always: the object holds "stream" at least, so the field is never its first member
+            return text[:-1] + b',"stream_options":{"include_usage":true}}'
     changed = dict(body)
     changed["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return json.dumps(changed, ensure_ascii=False, separators=(",", ":")).encode()
@@ -350,10 +350,8 @@ def _sanitise(row: Row, secrets: Sequence[str]) -> None:
         row.response_id = row.response_id.replace("\x00", "")[:200]
     row.model = row.model.replace("\x00", "")
     row.endpoint_host = row.endpoint_host.replace("\x00", "")
-    if row.completion_text:
+    if row.completion_text:  # (prompt_text is JSON text: json.dumps writes a NUL as \u0000)
         row.completion_text = row.completion_text.replace("\x00", "")
-    if row.prompt_text:
-        row.prompt_text = row.prompt_text.replace("\x00", "")
 
 
 def start_call(options: Options, host: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Call:

@@ -84,6 +84,7 @@ class ResponseReader:
         self._side = bytearray()
         self._kept = 0  # bytes kept on the side
         self._tail = b""  # an SSE event not yet complete
+        self._unforwarded: bytes | None = None  # decoded bytes of a chunk whose reading failed
         self._body: list[bytes] = []  # a non-SSE body, decoded
         self.notes: list[str] = []
         self.done = False  # saw [DONE]
@@ -122,21 +123,27 @@ class ResponseReader:
         return chunk
 
     def _feed_sse_encoded(self, chunk: bytes) -> bytes:
-        if not chunk:
+        if not chunk or not self._reading:  # (the transport keeps calling this feed after _stop_reading)
             return chunk
         assert self._decode is not None
         try:
             data = self._decode(chunk)
         except CorruptBody as exc:
             if self.forwards_decoded:
-                self.failed = True
-                raise  # the transport raises the caller's DecodingError, as its httpx would
+                raise  # the transport fails the reader and raises the DecodingError httpx would
             self._stop_reading(str(exc))
             return chunk
-        out = self._scan(data) if data else data
+        try:
+            out = self._scan(data)
+        except Exception:
+            if self.forwards_decoded:  # decoded already: passthrough forwards it rather than decode it again
+                self._unforwarded = data
+            raise
         return out if self.forwards_decoded else chunk
 
     def _feed_body(self, chunk: bytes) -> bytes:
+        if not self._reading:
+            return chunk
         data = chunk
         if self._decode is not None and chunk:
             try:
@@ -159,18 +166,16 @@ class ResponseReader:
         that), with any bytes held back first."""
         self._reading = False
         data = chunk
-        if self.forwards_decoded and self._decode is not None:
-            try:
-                data = self._decode(chunk)
-            except CorruptBody:
-                data = b""
+        if self._unforwarded is not None:  # the chunk costkit failed on, decoded before it failed
+            data, self._unforwarded = self._unforwarded, None
+        elif self.forwards_decoded and self._decode is not None:
+            data = self._decode(chunk)  # a CorruptBody: the transport raises the caller's DecodingError
         if self._drop and self._tail:
             data, self._tail = self._tail + data, b""
         return data
 
     def _stop_reading(self, why: str) -> None:
         self._reading = False
-        self.feed = self._feed_opaque  # type: ignore[method-assign]
         self.malformed = True
         self.notes.append(f"{why}: the rest was forwarded untouched, not read")
 
@@ -209,10 +214,7 @@ class ResponseReader:
         if end <= 1:  # no whole event yet: hold it (only while we may need to drop one)
             self._tail = buf
             return b""
-        if end == len(buf):
-            segment, self._tail = buf, b""
-        else:
-            segment, self._tail = buf[:end], buf[end:]
+        segment, rest = (buf, b"") if end == len(buf) else (buf[:end], buf[end:])
         if self.ttft_us is None:
             self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
         at = segment.rfind(b'"usage":', len(segment) - _USAGE_WINDOW)
@@ -230,6 +232,7 @@ class ResponseReader:
             self._side += segment
         else:
             self.truncated = True
+        self._tail = rest  # only now: after a failure above, passthrough forwards what was held
         if self._drop and b',"usage":null' in segment:
             return segment.replace(b',"usage":null', b"")
         return segment
@@ -260,7 +263,7 @@ class ResponseReader:
             self.malformed = True
             return False
         if self.response_id is None and isinstance(chunk.get("id"), str):
-            self.response_id = chunk["id"][:200]
+            self.response_id = chunk["id"]  # bounded with the row's other text (accounting._sanitise)
         error = chunk.get("error")
         if error is not None and self.stream_error is None:
             self.stream_error = _error_message(error) or "error event in the stream"
@@ -357,8 +360,7 @@ class ResponseReader:
             return
         try:
             self._json = json.loads(b"".join(self._body))
-        except (ValueError, RecursionError):
-            self._json = None
+        except (ValueError, RecursionError):  # _json stays None
             if self.status < 400:
                 self.notes.append("response body is not JSON")
             return
@@ -368,8 +370,9 @@ class ResponseReader:
                 self.notes.append("response body is not a JSON object")
             return
         if isinstance(body.get("id"), str):
-            self.response_id = body["id"][:200]
-        if self.status < 400 and body.get("error") is not None and "choices" not in body:
+            self.response_id = body["id"]
+        # (whatever the status: a row for an error status takes error_text instead)
+        if body.get("error") is not None and "choices" not in body:
             self.stream_error = _error_message(body["error"]) or "error object in a 200 answer"
         self.usage = parse_usage(body.get("usage"))
         self.x_metrics, note = clean_metrics(body.get("x_metrics"))

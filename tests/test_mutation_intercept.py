@@ -1,0 +1,951 @@
+"""Paths of accounting.py and responses.py that mutation testing (issue 8, tests/MUTATION.md) found
+unpinned, each through the real transport and the official SDK or a raw httpx2 client on 127.0.0.1.
+
+Pinned here:
+
+1. a refused request keeps the refusal's own text as its row's error, and a blocked stream says so;
+2. a hook that fails is logged once per hook and exception type, with its traceback, redacted of the
+   caller's own credential (one that is not key-shaped, which only the credential list can catch);
+3. a compressed body that cannot be decoded: the caller's client raises as it would without costkit,
+   and the row is ``partial``, estimated, with a note saying the rest was not read;
+4. a failure of costkit's own while reading a stream (``passthrough``): the caller still gets every
+   byte, exactly once, and the row is ``partial`` and estimated from what was read before.
+
+Every figure is arithmetic written here from the published gpt-4.1 prices (2000 / 500 / 8000
+nano-USD per input / cached input / output token) and token counts from plain tiktoken
+(``tests/reference_counts.py``), never from costkit's own pricing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+import costkit
+from costkit.intercept import accounting, responses
+from costkit.intercept.responses import ResponseReader
+from tests.reference_counts import count_prompt, count_text
+from tests.scripted_upstream import Answer, ScriptedUpstream, split_at
+from tests.test_intercept_paths import MESSAGES, MODEL, PROMPT, chunk, delta, event, rows, sse
+
+INPUT, CACHED, OUTPUT = 2000, 500, 8000  # nano-USD per token, gpt-4.1
+PLAIN_KEY = "swordfish-open-sesame"  # not key-shaped: only the caller's credential list redacts it
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def ledger(tmp_path: Any) -> Iterator[costkit.Ledger]:
+    with costkit.Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as book:
+        yield book
+
+
+def sdk(base_url: str, ledger: costkit.Ledger, api_key: str = "sk-test-mutation", **options: Any) -> Any:
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    return costkit.wrap(client, ledger=ledger, **options)
+
+
+REPLY = {
+    "id": "chatcmpl-mutation",
+    "object": "chat.completion",
+    "created": 1_744_316_542,
+    "model": MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 40, "completion_tokens": 2},
+}
+
+
+# 1. A refusal's text on its row -------------------------------------------------------------------
+
+
+class Refuser:
+    def before_send(self, call: Any) -> None:
+        raise costkit.RequestRefused("team search is over its monthly budget")
+
+    def settled(self, call: Any, row: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refused_request_keeps_the_refusals_text_and_its_input_estimate(scripted, ledger, stream):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(REPLY).encode(),))
+    with pytest.raises(costkit.RequestRefused) as refused:
+        sdk(scripted.base_url, ledger, hooks=[Refuser()]).chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=stream
+        )
+    assert str(refused.value) == "team search is over its monthly budget"
+    assert sent == []  # not a byte left
+    (row,) = rows(ledger)
+    prompt = count_prompt({"model": MODEL, "messages": MESSAGES, "stream": stream})
+    assert (row["status"], row["http_status"], row["stream"]) == ("blocked", None, stream)
+    assert row["error"] == "team search is over its monthly budget"
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (prompt, 0, 0)
+    assert (row["estimated_input_tokens"], row["usage_source"]) == (prompt, "estimated")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+
+
+# 2. A failing hook in the log ---------------------------------------------------------------------
+
+
+class LeakyHookError(Exception):
+    pass
+
+
+class FirstFailingHook:
+    """Raises on every ``before_send``: first a LeakyHookError naming the caller's key, then a KeyError."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def before_send(self, call: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("budget table")
+        raise LeakyHookError(f"no budget for the key {PLAIN_KEY} (call {self.calls})")
+
+    def settled(self, call: Any, row: Any) -> None:
+        pass
+
+
+class SecondFailingHook(FirstFailingHook):
+    pass
+
+
+def test_a_failing_hook_is_logged_once_per_hook_and_error_with_its_traceback_redacted(
+    scripted, ledger, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="costkit")
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    first, second = FirstFailingHook(), SecondFailingHook()
+    client = sdk(scripted.base_url, ledger, api_key=PLAIN_KEY, hooks=[first, second])
+    for _ in range(3):  # LeakyHookError, KeyError, LeakyHookError again from each hook
+        reply = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        assert reply.choices[0].message.content == "Hi."
+    errors = [r for r in caplog.records if r.name == "costkit" and r.levelno == logging.ERROR]
+    hook_errors = [r.getMessage() for r in errors if "FailingHook.before_send failed" in r.getMessage()]
+    first_name = f"hook {FirstFailingHook.__qualname__}.before_send failed; accounting goes on"
+    second_name = f"hook {SecondFailingHook.__qualname__}.before_send failed; accounting goes on"
+    # each (hook, exception type) once with its traceback; the third round only at debug level
+    assert [m.splitlines()[0] for m in hook_errors] == [
+        f"costkit: {first_name}",
+        f"costkit: {second_name}",
+        f"costkit: {first_name}",
+        f"costkit: {second_name}",
+    ]
+    assert "LeakyHookError: no budget for the key [redacted] (call 1)" in hook_errors[0]
+    assert "KeyError: 'budget table'" in hook_errors[2]
+    assert PLAIN_KEY not in caplog.text
+    assert "(call 3)" not in caplog.text  # the repeat is one line, without the message
+    found = rows(ledger)
+    assert [r["status"] for r in found] == ["ok", "ok", "ok"]
+    accounted = "failed (KeyError); the request was accounted anyway"
+    assert found[1]["notes"] == (
+        f"hook {FirstFailingHook.__qualname__}.before_send {accounted}"
+        f"; hook {SecondFailingHook.__qualname__}.before_send {accounted}"
+    )
+
+
+class FailingSettledHook:
+    """Raises on every ``settled``: a LeakyHookError naming the key, a KeyError, then the first again."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def before_send(self, call: Any) -> None:
+        pass
+
+    def settled(self, call: Any, row: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("budget table")
+        raise LeakyHookError(f"no budget for the key {PLAIN_KEY} (row {row.status}, call {self.calls})")
+
+
+def test_a_failing_settled_hook_is_logged_once_per_error_redacted_and_the_row_is_kept(
+    scripted, ledger, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="costkit")
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    client = sdk(scripted.base_url, ledger, api_key=PLAIN_KEY, hooks=[FailingSettledHook()])
+    for _ in range(3):
+        assert (
+            client.chat.completions.create(model=MODEL, messages=MESSAGES).choices[0].message.content == "Hi."
+        )
+    name = f"hook {FailingSettledHook.__qualname__}.settled failed"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and name in r.getMessage()]
+    assert [m.splitlines()[0] for m in errors] == [f"costkit: {name}", f"costkit: {name}"]
+    assert "LeakyHookError: no budget for the key [redacted] (row ok, call 1)" in errors[0]
+    assert "KeyError: 'budget table'" in errors[1]
+    assert PLAIN_KEY not in caplog.text and "call 3" not in caplog.text
+    assert [(r["status"], r["cost_nanousd"]) for r in rows(ledger)] == [("ok", 40 * INPUT + 2 * OUTPUT)] * 3
+
+
+# 3. A compressed body that cannot be decoded -------------------------------------------------------
+
+
+def corrupt_gzip(data: bytes) -> bytes:
+    """A gzip body whose deflate stream turns to junk a few bytes in (the header is fine)."""
+    good = zlib.compress(data, wbits=31)
+    return good[:12] + b"\xff" * 40 + good[52:]
+
+
+def raw_post(base_url: str, ledger: costkit.Ledger | None, body: dict[str, Any]) -> Any:
+    """A raw httpx2 client's POST, read to its end; returns the response or the exception it raised."""
+    client = httpx2.Client() if ledger is None else costkit.wrap(httpx2.Client(), ledger=ledger)
+    try:
+        with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+            return b"".join(response.iter_bytes())
+    except httpx2.DecodingError as exc:
+        return type(exc)
+
+
+def estimated_row(row: dict[str, Any], prompt: int, output: int) -> None:
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (prompt, 0, output)
+    assert (row["estimated_input_tokens"], row["usage_source"]) == (prompt, "estimated")
+    assert row["cost_nanousd"] == prompt * INPUT + output * OUTPUT
+    assert row["price_id"] == "gpt-4.1@2025-04-14"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_body_that_cannot_be_decoded_is_the_callers_error_and_a_partial_row(scripted, ledger, stream):
+    if stream:
+        body = event(chunk([delta({"content": "Hi."})], True)) + event(
+            chunk([], True, {"prompt_tokens": 40, "completion_tokens": 2})
+        )
+        content_type = "text/event-stream"
+    else:
+        body, content_type = json.dumps(REPLY).encode(), "application/json"
+    pieces = split_at(corrupt_gzip(body), [30, 60])
+    scripted.render = lambda _request: Answer(
+        content_type=content_type, pieces=pieces, chunked=True, extra_headers=(("Content-Encoding", "gzip"),)
+    )
+    request: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
+    if stream:  # the caller asked for usage: costkit forwards the compressed bytes for it to decode
+        request |= {"stream": True, "stream_options": {"include_usage": True}}
+    assert raw_post(scripted.base_url, None, request) is httpx2.DecodingError
+    assert raw_post(scripted.base_url, ledger, request) is httpx2.DecodingError
+    # a caller reading the raw bytes reads on past the corrupt ones: all of them reach it, noted once
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=request) as response:
+        assert b"".join(response.iter_raw()) == b"".join(pieces)
+    for row in rows(ledger):
+        assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, stream)
+        assert row["notes"].startswith(
+            "no usage from the provider: input from costkit's count, output estimated from what arrived; "
+            "cannot decode gzip body: "
+        )
+        assert row["notes"].endswith(": the rest was forwarded untouched, not read")
+        assert row["notes"].count("cannot decode") == 1
+        estimated_row(row, count_prompt(request), 0)
+
+
+def test_a_stream_costkit_decodes_for_the_caller_that_turns_corrupt_is_the_callers_error(scripted, ledger):
+    body = event(chunk([delta({"content": "Hi."})], True)) + event(b"[DONE]")
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=(corrupt_gzip(body),),
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    request = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    assert raw_post(scripted.base_url, None, request) is httpx2.DecodingError
+    assert raw_post(scripted.base_url, ledger, request) is httpx2.DecodingError
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, True)
+    assert row["notes"] == (
+        "the caller's read ended in DecodingError; "
+        "no usage from the provider: input from costkit's count, output estimated from what arrived"
+    )
+    estimated_row(row, count_prompt(request), 0)
+
+
+# 4. A failure of costkit's own while reading a stream ----------------------------------------------
+
+USAGE = {"prompt_tokens": 40, "completion_tokens": 2}
+
+
+def _fails_on_done(original: Any) -> Any:
+    def scan_events(self: ResponseReader, data: bytes) -> bytes:
+        if b"[DONE]" in self._tail + data:
+            raise RuntimeError("costkit bug under test")
+        return original(self, data)
+
+    return scan_events
+
+
+def raw_stream(base_url: str, ledger: costkit.Ledger, body: dict[str, Any]) -> bytes:
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+        return b"".join(response.iter_raw())
+
+
+@pytest.mark.parametrize("caller_asked", [False, True])
+def test_a_failure_of_costkits_own_mid_stream_forwards_every_byte_once(
+    scripted, ledger, monkeypatch, caller_asked
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    pieces = (content, usage[:-2], usage[-2:] + event(b"[DONE]"))  # the usage event held for its blank line
+    scripted.render = lambda _request: sse(pieces)
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    if caller_asked:
+        body["stream_options"] = {"include_usage": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    if caller_asked:
+        assert got == b"".join(pieces)
+    else:  # costkit hid "usage":null where it still read; after its failure, the rest goes as it came
+        assert got == content.replace(b',"usage":null', b"") + usage + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["stream"]) == ("partial", 200, True)
+    assert row["response_id"] == "chatcmpl-paths"
+    estimated_row(row, count_prompt(body), count_text("Hi."))
+
+
+def test_a_failure_of_costkits_own_after_the_usage_keeps_the_usage_and_a_partial_row(
+    scripted, ledger, monkeypatch
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    scripted.render = lambda _request: sse((content, usage, event(b"[DONE]")))
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    assert got == content.replace(b',"usage":null', b"") + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"]) == ("partial", "provider")  # costkit did not see it end
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (40, 0, 2)
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def _fails_on_usage(original: Any) -> Any:
+    def inspect(self: ResponseReader, payload: bytes) -> bool:
+        if b'"usage":{' in payload:
+            raise RuntimeError("costkit bug under test")
+        return original(self, payload)
+
+    return inspect
+
+
+def test_a_failure_of_costkits_own_while_reading_an_event_loses_no_byte_of_the_next(
+    scripted, ledger, monkeypatch
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    # the usage event and the start of [DONE] in one write: costkit fails reading the first
+    scripted.render = lambda _request: sse((content, usage + b"data: [DO", b"NE]\n\n"))
+    monkeypatch.setattr(ResponseReader, "_inspect", _fails_on_usage(ResponseReader._inspect))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    assert got == content.replace(b',"usage":null', b"") + usage + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["response_id"]) == ("partial", "chatcmpl-paths")
+    estimated_row(row, count_prompt(body), count_text("Hi."))
+
+
+def gzip_pieces(*parts: bytes) -> tuple[bytes, ...]:
+    """One gzip stream, flushed after each part: each network piece decodes to exactly its part."""
+    packer = zlib.compressobj(wbits=31)
+    pieces = [packer.compress(part) + packer.flush(zlib.Z_SYNC_FLUSH) for part in parts]
+    pieces[-1] += packer.flush()
+    return tuple(pieces)
+
+
+@pytest.mark.parametrize("caller_asked", [False, True])
+def test_a_failure_of_costkits_own_in_a_compressed_stream_forwards_every_byte_once(
+    scripted, ledger, monkeypatch, caller_asked
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=gzip_pieces(content, usage + b"data: [DO", b"NE]\n\n"),
+        chunked=True,
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    if caller_asked:
+        body["stream_options"] = {"include_usage": True}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=body) as response:
+        # costkit decodes the stream for a caller that did not ask for usage, to take the usage out
+        assert response.headers.get("content-encoding") == ("gzip" if caller_asked else None)
+        got = b"".join(response.iter_bytes())
+    if caller_asked:
+        assert got == content + usage + event(b"[DONE]")
+    else:  # the usage chunk was read (and hidden) before costkit failed on the last piece
+        assert got == content.replace(b',"usage":null', b"") + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "partial",
+        "provider",
+        40,
+        2,
+    )
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def test_after_a_failure_of_costkits_own_it_still_decodes_the_rest_for_the_caller_to_the_end(
+    scripted, ledger, monkeypatch
+):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    packer = zlib.compressobj(wbits=31)
+    parts = (content, usage + b"data: [DO", b"NE]\n\n", b": keep-alive\n\n")
+    pieces = [packer.compress(part) + packer.flush(zlib.Z_SYNC_FLUSH) for part in parts]
+    trailer = bytearray(packer.flush())
+    trailer[-8] ^= 0xFF  # a corrupt CRC-32 at the very end: the caller's httpx would raise there
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=(*pieces, bytes(trailer)),
+        chunked=True,
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    monkeypatch.setattr(ResponseReader, "_scan_events", _fails_on_done(ResponseReader._scan_events))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    got = []
+    url = f"{scripted.base_url}/chat/completions"
+    with client.stream("POST", url, json=body) as response, pytest.raises(httpx2.DecodingError):
+        for part in response.iter_bytes():
+            got.append(part)
+    assert b"".join(got) == content.replace(b',"usage":null', b"") + event(b"[DONE]") + b": keep-alive\n\n"
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "partial",
+        "provider",
+        40,
+        2,
+    )
+
+
+# 5. The provider's error text on an error row --------------------------------------------------------
+
+LONG = "Your request was rejected: " + "too long " * 80
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "answer", "error"),
+    [
+        (
+            429,
+            "application/json",
+            {"error": {"message": "Rate limit reached", "type": "x"}},
+            "Rate limit reached",
+        ),
+        (503, "application/json", {"error": "upstream overloaded"}, "upstream overloaded"),
+        (500, "application/json", {"error": {"message": 500, "code": 500}}, None),
+        (500, "application/json", {"error": ["overloaded"]}, None),
+        (502, "text/html", b"<html>Bad gateway</html>", None),
+        (400, "text/plain", b"Bad Request", None),  # no "not JSON" note: an error body is the provider's
+        (400, "application/json", b'["bad request"]', None),
+        (400, "text/event-stream", {"error": {"message": "not shown"}}, None),
+        (400, "application/json", {"error": {"message": LONG}}, LONG),
+    ],
+)
+def test_an_http_error_row_keeps_the_providers_message(scripted, ledger, status, content_type, answer, error):
+    raw = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+    scripted.render = lambda _request: Answer(status=status, content_type=content_type, pieces=(raw,))
+    body = {"model": MODEL, "messages": MESSAGES}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    response = client.post(f"{scripted.base_url}/chat/completions", json=body)
+    assert (response.status_code, response.content) == (status, raw)
+    (row,) = rows(ledger)
+    expected = f"HTTP {status}" if error is None else f"HTTP {status}: {error}"
+    assert row["error"] == expected[:500]
+    assert (row["status"], row["http_status"], row["notes"]) == ("error", status, None)
+    prompt = count_prompt(body)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (prompt, 0, "estimated")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+
+
+# 6. What a request carries onto its row ----------------------------------------------------------------
+
+NO_USAGE = {key: value for key, value in REPLY.items() if key != "usage"}
+
+
+def post(base_url: str, ledger: costkit.Ledger, content: bytes, headers: Any = (), **options: Any) -> Any:
+    client = costkit.wrap(httpx2.Client(), ledger=ledger, **options)
+    return client.post(f"{base_url}/chat/completions", content=content, headers=list(headers))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{not json", "request body is not JSON: Expecting property name enclosed in double quotes"),
+        (b'["a", "list"]', "request body is not a JSON object"),
+    ],
+)
+def test_a_request_body_costkit_cannot_read_is_sent_as_is_and_its_row_says_why(
+    scripted, ledger, content, problem
+):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(NO_USAGE).encode(),))
+    response = post(scripted.base_url, ledger, content, [("Content-Type", "application/json")])
+    assert response.json() == NO_USAGE and sent == [None]  # the upstream got the bytes (not JSON to it)
+    (row,) = rows(ledger)
+    assert (row["status"], row["model"], row["stream"]) == ("ok", "unknown", False)
+    assert (row["input_tokens"], row["output_tokens"], row["estimated_input_tokens"]) == (
+        0,
+        count_text("Hi."),
+        None,
+    )
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+    assert f"unpriced: input tokens unknown ({problem}" in row["notes"]
+
+
+def test_a_request_that_never_got_an_answer_and_could_not_be_counted_records_no_input(ledger):
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    body = {"model": "gpt-4.1", "messages": MESSAGES, "stream": True, "max_tokens": "many"}
+    with pytest.raises(httpx2.ConnectError) as caught:
+        client.post("http://127.0.0.1:9/v1/chat/completions", content=b"{not json")
+    with pytest.raises(httpx2.ConnectError):
+        client.post("http://127.0.0.1:9/v1/chat/completions", json=body)
+    unreadable, streamed = rows(ledger)
+    assert (unreadable["status"], unreadable["http_status"], unreadable["stream"]) == ("error", None, False)
+    assert unreadable["error"] == f"ConnectError: {caught.value}"
+    assert (unreadable["input_tokens"], unreadable["estimated_input_tokens"]) == (0, None)
+    # a bad max_tokens leaves no verdict, but the messages are still counted, and it was a stream
+    prompt = count_prompt({"model": "gpt-4.1", "messages": MESSAGES, "stream": True})
+    assert (streamed["status"], streamed["stream"], streamed["model"]) == ("error", True, "gpt-4.1")
+    assert (streamed["input_tokens"], streamed["estimated_input_tokens"]) == (prompt, prompt)
+    assert (streamed["cost_nanousd"], streamed["usage_source"]) == (0, "estimated")
+
+
+@pytest.mark.parametrize(
+    ("model", "recorded"),
+    [("m" * 300, "m" * 200), (42, "unknown"), ("", "unknown"), ("openai/gpt-4.1-2025-04-14", "gpt-4.1")],
+)
+def test_the_model_a_row_records(scripted, ledger, model, recorded):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    body = {"model": model, "messages": MESSAGES}
+    post(scripted.base_url, ledger, json.dumps(body).encode())
+    (row,) = rows(ledger)
+    assert row["model"] == recorded
+    assert (row["input_tokens"], row["output_tokens"]) == (40, 2)  # the provider's usage, priced or not
+
+
+def test_tags_from_every_tags_header_are_kept_and_a_latin1_value_is_read(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    headers = [("X-Costkit-Tags", b"team=search"), ("x-costkit-tags", b"feature=caf\xe9, user=42")]
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode(), headers)
+    (row,) = rows(ledger)
+    assert row["tags"] == {"team": "search", "feature": "café", "user": "42"}
+    assert row["notes"] is None
+
+
+def test_with_the_preflight_off_an_oversized_request_is_sent_and_charged(scripted, ledger):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(REPLY).encode(),))
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "costkit " * 1_100_000}],
+        "max_tokens": 10,
+    }
+    client = costkit.wrap(httpx2.Client(), ledger=ledger, preflight=False)
+    response = client.post(f"{scripted.base_url}/chat/completions", json=body)
+    assert response.status_code == 200 and len(sent) == 1
+    (row,) = rows(ledger)
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 40, 2)
+    assert row["estimated_input_tokens"] > 1_047_576
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def test_stored_text_keeps_the_callers_characters(scripted, tmp_path):
+    reply = {**REPLY, "choices": [{"index": 0, "message": {"role": "assistant", "content": "Grüezi \x00."}}]}
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    with costkit.Ledger(f"sqlite:///{tmp_path / 'text.sqlite'}", store_text=True) as book:
+        post(scripted.base_url, book, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+        (row,) = rows(book)
+    assert row["prompt_text"] == (
+        '[{"role": "system", "content": "You are terse."}, '
+        '{"role": "user", "content": "What is the weather in Zürich, and the time there?"}]'
+    )
+    assert row["completion_text"] == "Grüezi ."
+
+
+# 7. A stream is known by its Content-Type, however it is written ---------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["Text/Event-Stream ; charset=UTF-8", "text/event-stream"])
+def test_a_stream_is_known_by_its_content_type_in_any_case_and_spacing(scripted, ledger, content_type):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    scripted.render = lambda _request: Answer(
+        content_type=content_type, pieces=(content, usage, event(b"[DONE]")), chunked=True
+    )
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    assert raw_stream(scripted.base_url, ledger, body) == content.replace(b',"usage":null', b"") + event(
+        b"[DONE]"
+    )
+    (row,) = rows(ledger)
+    assert (row["status"], row["stream"], row["usage_source"], row["notes"]) == ("ok", True, "provider", None)
+    assert (row["input_tokens"], row["output_tokens"], row["cost_nanousd"]) == (
+        40,
+        2,
+        40 * INPUT + 2 * OUTPUT,
+    )
+
+
+# 8. The bytes sent when costkit asks for usage -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caller_sent", "costkit_sent"),
+    [
+        (  # the caller's bytes as they were (spacing, non-ASCII, a last empty object), the field appended
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "metadata": {}}  \n',
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "metadata": {},"stream_options":{"include_usage":true}}',
+        ),
+        (  # stream_options there without include_usage: rewritten, compact, the text still UTF-8
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "stream_options": {"include_obfuscation": false}}',
+            '{"model":"gpt-4.1","messages":[{"role":"user","content":"Zürich?"}],'
+            '"stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true}}',
+        ),
+        (
+            '{"model": "gpt-4.1", "messages": [{"role": "user", "content": "Zürich?"}], '
+            '"stream": true, "stream_options": null}',
+            '{"model":"gpt-4.1","messages":[{"role":"user","content":"Zürich?"}],'
+            '"stream":true,"stream_options":{"include_usage":true}}',
+        ),
+        (  # the caller asked already: its bytes go as they were
+            '{"model": "gpt-4.1", "messages": [], "stream": true, "stream_options": {"include_usage": true}}',
+            '{"model": "gpt-4.1", "messages": [], "stream": true, "stream_options": {"include_usage": true}}',
+        ),
+    ],
+    ids=["appended", "rewritten", "null", "asked"],
+)
+def test_the_body_sent_when_costkit_asks_for_usage(scripted, ledger, caller_sent, costkit_sent):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or sse((event(b"[DONE]"),))
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream(
+        "POST", f"{scripted.base_url}/chat/completions", content=caller_sent.encode("utf-8")
+    ) as response:
+        assert response.read() == b"data: [DONE]\n\n"
+    assert len(sent) == 1
+    assert scripted.received[-1].body == costkit_sent.encode("utf-8")
+
+
+# 9. What a row may hold: bounded, without NUL, redacted -------------------------------------------------
+
+
+def test_a_long_response_id_and_a_model_with_nul_are_stored_bounded_and_clean(scripted, ledger):
+    reply = {**REPLY, "id": "chatcmpl-\x00" + "i" * 300}
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": "gpt-\x004.1", "messages": MESSAGES}).encode())
+    content = event(chunk([delta({"content": "Hi."})], False, response_id="chatcmpl-\x00" + "s" * 300))
+    scripted.render = lambda _request: sse((content, event(b"[DONE]")))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    post(scripted.base_url, ledger, json.dumps(body).encode())
+    plain, streamed = rows(ledger)
+    assert plain["response_id"] == "chatcmpl-" + "i" * 191
+    assert plain["model"] == "gpt-4.1"
+    assert streamed["response_id"] == "chatcmpl-" + "s" * 191
+
+
+def test_notes_are_bounded(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    headers = [("X-Costkit-Tags", ",".join(["oops"] * 200))]
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode(), headers)
+    (row,) = rows(ledger)
+    assert row["notes"].startswith("X-Costkit-Tags item 1 of 200 dropped: not key=value; ")
+    assert len(row["notes"]) == 2000
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def test_a_credential_echoed_into_the_usage_is_redacted_from_the_notes(scripted, ledger):
+    reply = {**REPLY, "usage": {"prompt_tokens": PLAIN_KEY, "completion_tokens": 2}}
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    headers = [("Authorization", f"Bearer {PLAIN_KEY}")]
+    body = {"model": MODEL, "messages": MESSAGES}
+    post(scripted.base_url, ledger, json.dumps(body).encode(), headers)
+    (row,) = rows(ledger)
+    assert row["notes"] == "usage.prompt_tokens '[redacted]' is not a token count; input from costkit's count"
+    prompt = count_prompt(body)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (prompt, 2, "estimated")
+    assert row["cost_nanousd"] == prompt * INPUT + 2 * OUTPUT
+
+
+def test_a_request_that_cannot_be_counted_says_why_it_is_unpriced(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(NO_USAGE).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": "Hello"}).encode())
+    (row,) = rows(ledger)
+    assert (row["status"], row["input_tokens"], row["estimated_input_tokens"]) == ("ok", 0, None)
+    assert row["notes"].endswith("unpriced: input tokens unknown (messages: must be a list)")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+
+
+UNPRICED_AT_START = "unknown price for 'gpt-4.1 at 2025-04-13 at host 127.0.0.1'"
+
+
+def test_a_call_is_priced_at_the_prices_in_effect_when_it_started(scripted, ledger, monkeypatch):
+    """gpt-4.1's first price took effect on 2025-04-14: a call that started the evening before is
+    unpriced, though it settles now (the clock is the one part no real server can set)."""
+
+    class Eve(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Eve:
+            return cls(2025, 4, 13, 23, 59, 59, tzinfo=tz)
+
+    worst_cases: list[str] = []
+
+    class Watch:
+        def before_send(self, call: Any) -> None:
+            try:
+                worst_cases.append(str(call.verdict.max_cost_nanousd))
+            except costkit.CostkitError as exc:
+                worst_cases.append(str(exc))
+
+        def settled(self, call: Any, row: Any) -> None:
+            pass
+
+    monkeypatch.setattr(accounting, "datetime", Eve)
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    post(
+        scripted.base_url,
+        ledger,
+        json.dumps({"model": MODEL, "messages": MESSAGES}).encode(),
+        hooks=[Watch()],
+    )
+    assert len(worst_cases) == 1 and worst_cases[0].startswith(UNPRICED_AT_START)
+    (row,) = rows(ledger)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+    assert row["notes"].startswith(f"unpriced: {UNPRICED_AT_START}")
+
+
+# 10. The side copy of a plain answer, at its bound --------------------------------------------------------
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_plain_answer_in_pieces_is_read_up_to_its_bound_and_no_further(scripted, ledger, monkeypatch, over):
+    raw = json.dumps(REPLY).encode()
+    monkeypatch.setattr(responses, "MAX_SIDE_COPY", len(raw) - over)
+    half = len(raw) // 2
+    scripted.render = lambda _request: Answer(pieces=(raw[:half], raw[half:]), chunked=True)
+    response = post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    assert response.content == raw
+    (row,) = rows(ledger)
+    if over:  # one byte past the bound: not read, estimated
+        assert (row["status"], row["notes"]) == (
+            "partial",
+            "no usage from the provider: input from costkit's count, output estimated from what arrived; "
+            f"response body over {len(raw) - 1} bytes: not read; "
+            f"only the first {len(raw) - 1} bytes of the response were kept for the estimate",
+        )
+        assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (PROMPT, 0, "estimated")
+    else:  # exactly at the bound: read whole
+        assert (row["status"], row["notes"], row["response_id"]) == ("ok", None, "chatcmpl-mutation")
+        assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
+
+
+def test_an_error_answer_is_read_once(scripted, ledger):
+    answer = {"error": {"message": "Rate limit reached"}, "x_metrics": "junk"}
+    scripted.render = lambda _request: Answer(status=429, pieces=(json.dumps(answer).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    (row,) = rows(ledger)
+    assert (row["error"], row["notes"]) == (
+        "HTTP 429: Rate limit reached",
+        "x_metrics dropped: not an object",
+    )
+
+
+# 11. An error without a message inside a 200 answer --------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own write", "shared write"])
+def test_an_error_event_without_a_message_still_makes_the_stream_partial(scripted, ledger, shared):
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    content = event(chunk([delta({"content": "Hi."})], True))
+    error = event({"error": {"code": 503}})
+    # shared: the error event rides in one network read after an ordinary chunk, past the byte checks
+    pieces = (
+        (first, content + error, event(b"[DONE]")) if shared else (first, content, error, event(b"[DONE]"))
+    )
+    scripted.render = lambda _request: sse(pieces)
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    assert got == b"".join(pieces).replace(b',"usage":null', b"")
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["http_status"]) == ("partial", "error event in the stream", 200)
+    estimated_row(row, count_prompt(body), count_text("Hi."))
+
+
+def test_an_error_object_without_a_message_in_a_200_answer_makes_it_partial(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps({"error": {"code": 503}}).encode(),))
+    body = {"model": MODEL, "messages": MESSAGES}
+    post(scripted.base_url, ledger, json.dumps(body).encode())
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["http_status"]) == (
+        "partial",
+        "error object in a 200 answer",
+        200,
+    )
+    estimated_row(row, count_prompt(body), 0)
+
+
+# 12. A request refused for the context window, with the caller's limits ---------------------------------
+
+
+@pytest.mark.parametrize(("extra", "reserve"), [({"max_tokens": 100}, 100), ({}, 30)])
+def test_the_context_refusal_uses_the_callers_limit_and_reserve_and_is_the_rows_error(
+    scripted, ledger, extra, reserve
+):
+    sent: list[Any] = []
+    scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(REPLY).encode(),))
+    body = {"model": MODEL, "messages": MESSAGES, **extra}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger, context_limit=50, default_output_reserve=30)
+    with pytest.raises(costkit.ContextWindowExceeded) as refused:
+        client.post(f"{scripted.base_url}/chat/completions", json=body)
+    assert sent == []
+    over = PROMPT + reserve - 50
+    message = (
+        f"request needs {PROMPT} input + {reserve} output tokens, "
+        f"over the 50-token context window by {over}; nothing was sent"
+    )
+    assert str(refused.value) == message
+    assert (
+        refused.value.tokens,
+        refused.value.limit,
+        refused.value.overflow,
+        refused.value.output_reserve,
+    ) == (
+        PROMPT,
+        50,
+        over,
+        reserve,
+    )
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["input_tokens"], row["cost_nanousd"]) == (
+        "blocked",
+        message,
+        PROMPT,
+        0,
+    )
+
+
+# 13. A 200 answer that is not a JSON object ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "note"),
+    [
+        (b"<html>Service busy</html>", "response body is not JSON"),
+        (b'["Hi."]', "response body is not a JSON object"),
+    ],
+)
+def test_a_200_answer_that_is_not_a_json_object_is_partial_and_says_so(scripted, ledger, raw, note):
+    scripted.render = lambda _request: Answer(pieces=(raw,))
+    body = {"model": MODEL, "messages": MESSAGES}
+    assert post(scripted.base_url, ledger, json.dumps(body).encode()).content == raw
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["response_id"]) == ("partial", None, None)
+    assert row["notes"] == (
+        f"no usage from the provider: input from costkit's count, output estimated from what arrived; {note}"
+    )
+    estimated_row(row, count_prompt(body), 0)
+
+
+# 14. Timings ----------------------------------------------------------------------------------------------
+
+
+def test_latency_and_time_to_first_token_are_measured_in_microseconds(scripted, ledger):
+    def slow(_request: Any) -> Answer:
+        time.sleep(0.2)  # before the status line: the first token cannot come sooner
+        return sse((event(chunk([delta({"content": "Hi."})], False)), event(b"[DONE]")))
+
+    scripted.render = slow
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    raw_stream(scripted.base_url, ledger, body)
+    elapsed_us = (time.perf_counter() - started) * 1_000_000
+    (row,) = rows(ledger)
+    assert 200_000 <= row["ttft_us"] <= row["latency_us"] <= elapsed_us
+    assert (row["finished_at"] - row["started_at"]).total_seconds() >= 0.2
+
+
+def test_a_stream_whose_gzip_trailer_is_corrupt_is_partial_though_it_was_read_to_done(scripted, ledger):
+    content = event(chunk([delta({"content": "Hi."})], True))
+    whole = content + event(chunk([], True, USAGE)) + event(b"[DONE]")
+    packer = zlib.compressobj(wbits=31)
+    data = packer.compress(whole) + packer.flush(zlib.Z_SYNC_FLUSH)
+    trailer = bytearray(packer.flush())
+    trailer[-8] ^= 0xFF  # the CRC-32 of the body
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=(data, bytes(trailer)),
+        chunked=True,
+        extra_headers=(("Content-Encoding", "gzip"),),
+    )
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=body) as response:
+        got = []
+        with pytest.raises(httpx2.DecodingError):  # caught here: the caller closes the stream itself
+            for part in response.iter_bytes():
+                got.append(part)
+    assert b"".join(got) == whole
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "partial",
+        "provider",
+        40,
+        2,
+    )
+    assert row["notes"] == (
+        "cannot decode gzip body: Error -3 while decompressing data: incorrect data check: "
+        "the rest was forwarded untouched, not read"
+    )
+
+
+def test_a_plain_answer_read_in_many_network_reads_is_read_whole(scripted, ledger):
+    # 400 kB of logprobs: more than one read of the client's socket, cut between JSON tokens
+    logprobs = {"content": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105], "top_logprobs": []}] * 6000}
+    reply = {**REPLY, "choices": [{**REPLY["choices"][0], "logprobs": logprobs}]}
+    raw = json.dumps(reply).encode()
+    scripted.render = lambda _request: Answer(
+        pieces=split_at(raw, list(range(0, len(raw), 50_000))), chunked=True
+    )
+    response = post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    assert response.content == raw
+    (row,) = rows(ledger)
+    assert (row["status"], row["response_id"], row["notes"]) == ("ok", "chatcmpl-mutation", None)
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"error": {"message": "a gateway's leftover"}}, {"choices": None}],
+    ids=["error beside choices", "no choices, no error"],
+)
+def test_a_200_answer_is_an_error_only_for_an_error_object_without_choices(scripted, ledger, extra):
+    reply = {**REPLY, **extra}
+    if extra.get("choices", 0) is None:
+        del reply["choices"]
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["notes"]) == ("ok", None, None)
+    assert (row["input_tokens"], row["output_tokens"], row["cost_nanousd"]) == (
+        40,
+        2,
+        40 * INPUT + 2 * OUTPUT,
+    )
