@@ -338,9 +338,14 @@ def load_prices(path: str | os.PathLike[str]) -> list[Price]:
     """The ``[[price]]`` entries of a TOML file; ``PriceBookError`` names the file and entry."""
     name = os.fspath(path)
     try:
-        text = Path(name).read_text(encoding="utf-8")
+        data = Path(name).read_bytes()
     except OSError as exc:
         raise PriceBookError(f"{name}: cannot read price file: {exc.strerror or exc}") from None
+    try:  # TOML is UTF-8 whatever the locale; a file saved in another encoding is bad input
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"invalid byte {data[exc.start]:#04x} at offset {exc.start}"
+        raise PriceBookError(f"{name}: not UTF-8 text ({where})") from None
     try:
         document = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:

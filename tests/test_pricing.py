@@ -330,3 +330,11 @@ def test_a_model_outside_the_catalogue_is_priced_by_its_name_as_written(tmp_path
         book.cost("gpt-5", 1, at=date(2026, 2, 1))  # another name: not guessed
     with pytest.raises(UnknownModel, match="2025-12-31"):
         book.cost("openai/gpt-5", 1, at=date(2025, 12, 31))
+
+
+def test_a_price_file_that_is_not_utf8_is_a_price_book_error_naming_the_file(tmp_path):
+    path = tmp_path / "prices.toml"
+    path.write_bytes("[[price]]\nid = 'caf\u00e9'\n".encode("latin-1"))  # saved by a latin-1 editor
+    with pytest.raises(PriceBookError) as caught:
+        PriceBook.builtin().with_file(path)
+    assert str(caught.value) == f"{path}: not UTF-8 text (invalid byte 0xe9 at offset 19)"
