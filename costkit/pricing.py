@@ -239,10 +239,9 @@ class PriceBook:
         )
 
 
-def _rate(entry: Mapping[str, Any], key: str, where: str, required: bool = True) -> Decimal | None:
+def _rate(entry: Mapping[str, Any], key: str, where: str) -> Decimal | None:
+    """The rate under ``key``, or None when the entry has none."""
     if key not in entry:
-        if required:
-            raise PriceBookError(f"{where}: missing {key!r}")
         return None
     raw = entry[key]
     if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
@@ -258,7 +257,8 @@ def _rate(entry: Mapping[str, Any], key: str, where: str, required: bool = True)
 
 def _required_rate(entry: Mapping[str, Any], key: str, where: str) -> Decimal:
     rate = _rate(entry, key, where)
-    assert rate is not None  # _rate raises for a missing required key
+    if rate is None:
+        raise PriceBookError(f"{where}: missing {key!r}")
     return rate
 
 
@@ -305,7 +305,7 @@ def _price_from_entry(entry: object, where: str) -> Price:
         input_rate,
         cached_rate,
         output_rate,
-        _rate(entry, "cache_write", where, required=False),
+        _rate(entry, "cache_write", where),
         _host(entry.get("host"), where),
     )
 
