@@ -210,6 +210,55 @@ def test_a_final_period_in_a_description_costs_nothing():
     assert tools_tokens("Get the weather..", "Celsius or fahrenheit") > plain
 
 
+def test_non_string_values_in_tool_calls_and_refusal_parts_count_as_the_reference_does(reference_encoding):
+    """An assistant turn sent back as the SDK returned it: numbers, flags and nulls carry no text."""
+    call = {
+        "index": 0,
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}', "strict": True, "parsed": None},
+        "score": 0.5,
+    }
+    body = {
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [call],
+                "function_call": {"name": "f", "n": 2},
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Sorry."},
+                    {"type": "refusal", "refusal": "I cannot share that."},
+                ],
+            },
+        ],
+    }
+    assert count_request(body).input_tokens == count_prompt(body)
+    enc = reference_encoding.encode_ordinary
+    (turn,) = count_request({"model": "gpt-4.1", "messages": [body["messages"][2]]}).per_message
+    assert turn == 3 + len(enc("assistant")) + len(enc("Sorry.")) + len(enc("I cannot share that."))
+
+
+def test_an_unpaired_surrogate_escape_in_a_long_content_part_message_is_counted_and_cached():
+    # "\ud800" is valid JSON; json.loads gives a lone surrogate, and a resent message hits the cache.
+    text = "broken \ud800 pair " + "word " * 400
+    as_parts = {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+    }
+    as_string = {"model": "gpt-4.1", "messages": [{"role": "user", "content": text}]}
+    expected = count_request(as_string).input_tokens
+    assert count_request(as_parts).input_tokens == expected
+    hits = message_cache.hits
+    assert count_request(as_parts).input_tokens == expected
+    assert message_cache.hits == hits + 1
+
+
 # Images -----------------------------------------------------------------------------------
 
 
