@@ -153,3 +153,21 @@ def test_worst_case_cost_uses_the_price_in_effect_at_the_host_and_moment_given(t
     )
     elsewhere = preflight(request, price_book=book, at=date(2026, 1, 2), host="api.openai.com")
     assert elsewhere.max_cost.price_id == "gpt-4.1@2025-04-14"
+
+
+def test_known_image_sizes_tighten_the_bound_and_the_exact_count():
+    url = "https://cdn.example.com/receipt.png"
+    request = {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+        "max_tokens": 50,
+    }
+    sizes = {url: (512, 512)}  # 85 + 170 * 1 tile, where an unknown remote image counts at its worst, 1445
+    unknown = preflight(request)
+    known = preflight(request, image_sizes=sizes)
+    assert unknown.upper_bound - known.upper_bound == 1445 - 255
+    # A window the known size fits is decided by the byte bound alone, with no BPE run.
+    tight = preflight(request, image_sizes=sizes, context_limit=known.upper_bound + 50)
+    assert (tight.fits, tight.exact) == (True, False)
+    assert tight.input_tokens == count_request(request, image_sizes=sizes).input_tokens
+    assert unknown.input_tokens - tight.input_tokens == 1445 - 255
