@@ -28,6 +28,8 @@ def test_exact_figures_are_computed_when_asked_for():
     assert verdict.input_tokens == expected
     assert verdict.exact
     assert verdict.headroom == 1_047_576 - expected - 100
+    counted_now = preflight(request, exact=True)  # exact=True counts before returning
+    assert counted_now.exact and counted_now.count == count_request(request)
 
 
 def test_reserve_prefers_max_completion_tokens_then_max_tokens_then_default():
