@@ -210,6 +210,16 @@ def test_a_final_period_in_a_description_costs_nothing():
     assert tools_tokens("Get the weather..", "Celsius or fahrenheit") > plain
 
 
+def test_a_non_string_enum_item_counts_as_its_json_text_with_characters_as_written(reference_encoding):
+    # Characters as written, not \u escapes (which would cost more tokens than the text they stand for).
+    item = ["Zürich", "Genève", 3]
+    with_enum = count_request(tools_body(weather(type="array", enum=[item]))).tools
+    without_enum = count_request(tools_body(weather(type="array"))).tools
+    enc = reference_encoding.encode_ordinary
+    assert with_enum - without_enum == -3 + 3 + len(enc('["Zürich", "Genève", 3]'))
+    assert len(enc('["Zürich", "Genève", 3]')) < len(enc('["Z\\u00fcrich", "Gen\\u00e8ve", 3]'))
+
+
 def test_non_string_values_in_tool_calls_and_refusal_parts_count_as_the_reference_does(reference_encoding):
     """An assistant turn sent back as the SDK returned it: numbers, flags and nulls carry no text."""
     call = {
