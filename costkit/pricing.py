@@ -239,10 +239,9 @@ class PriceBook:
         )
 
 
-def _rate(entry: Mapping[str, Any], key: str, where: str, required: bool = True) -> Decimal | None:
+def _rate(entry: Mapping[str, Any], key: str, where: str) -> Decimal | None:
+    """The rate under ``key``, or None when the entry has none."""
     if key not in entry:
-        if required:
-            raise PriceBookError(f"{where}: missing {key!r}")
         return None
     raw = entry[key]
     if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
@@ -258,7 +257,8 @@ def _rate(entry: Mapping[str, Any], key: str, where: str, required: bool = True)
 
 def _required_rate(entry: Mapping[str, Any], key: str, where: str) -> Decimal:
     rate = _rate(entry, key, where)
-    assert rate is not None  # _rate raises for a missing required key
+    if rate is None:
+        raise PriceBookError(f"{where}: missing {key!r}")
     return rate
 
 
@@ -305,7 +305,7 @@ def _price_from_entry(entry: object, where: str) -> Price:
         input_rate,
         cached_rate,
         output_rate,
-        _rate(entry, "cache_write", where, required=False),
+        _rate(entry, "cache_write", where),
         _host(entry.get("host"), where),
     )
 
@@ -338,9 +338,14 @@ def load_prices(path: str | os.PathLike[str]) -> list[Price]:
     """The ``[[price]]`` entries of a TOML file; ``PriceBookError`` names the file and entry."""
     name = os.fspath(path)
     try:
-        text = Path(name).read_text(encoding="utf-8")
+        data = Path(name).read_bytes()
     except OSError as exc:
         raise PriceBookError(f"{name}: cannot read price file: {exc.strerror or exc}") from None
+    try:  # TOML is UTF-8 whatever the locale; a file saved in another encoding is bad input
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"invalid byte {data[exc.start]:#04x} at offset {exc.start}"
+        raise PriceBookError(f"{name}: not UTF-8 text ({where})") from None
     try:
         document = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:

@@ -188,3 +188,11 @@ def test_progress_bar_goes_to_stderr_for_a_long_jsonl_file(tmp_path):
     assert b"100%" in stderr
     assert b"%" not in stdout.split(b"\n")[0]
     assert json.loads(stdout)["total_input_tokens"] > 0
+
+
+def test_a_price_file_saved_in_another_encoding_exits_2_with_one_line(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_bytes("[[price]]\nid = 'caf\u00e9'\n".encode("latin-1"))
+    result = run_costkit("check", "--prices", str(prices), "examples/request.json")
+    assert result.returncode == 2
+    assert one_line_error(result) == f"costkit: {prices}: not UTF-8 text (invalid byte 0xe9 at offset 19)"

@@ -11,6 +11,7 @@ import pytest
 
 from costkit import InvalidUsage, PriceBook, PriceBookError, UnknownModel, cost
 from costkit.money import format_usd, to_usd
+from costkit.pricing import BUILTIN_PRICES, PRICES_ENV, default_price_book, price_book_from
 
 
 def test_reference_worked_example_is_exactly_0_003532():
@@ -330,3 +331,178 @@ def test_a_model_outside_the_catalogue_is_priced_by_its_name_as_written(tmp_path
         book.cost("gpt-5", 1, at=date(2026, 2, 1))  # another name: not guessed
     with pytest.raises(UnknownModel, match="2025-12-31"):
         book.cost("openai/gpt-5", 1, at=date(2025, 12, 31))
+
+
+def test_a_price_file_that_is_not_utf8_is_a_price_book_error_naming_the_file(tmp_path):
+    path = tmp_path / "prices.toml"
+    path.write_bytes("[[price]]\nid = 'caf\u00e9'\n".encode("latin-1"))  # saved by a latin-1 editor
+    with pytest.raises(PriceBookError) as caught:
+        PriceBook.builtin().with_file(path)
+    assert str(caught.value) == f"{path}: not UTF-8 text (invalid byte 0xe9 at offset 19)"
+
+
+ENTRY = "[[price]]\nid = 'x'\nmodel = 'gpt-4.1'\neffective_from = 2026-01-01\n"
+RATES = "input = '2'\ncached_input = '0.5'\noutput = '8'\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("price = 5\n", "'price' must be an array of tables ([[price]])"),
+        ("price = [1]\n", "price[0]: must be a table"),
+        ("rates = 1\nmodels = 2\n", "unknown top-level keys models, rates (expected [[price]])"),
+        (ENTRY + RATES + "ouput = '8'\ncolour = 'red'\n", "price[0]: unknown keys colour, ouput"),
+        ("[[price]]\nmodel = 'gpt-4.1'\n", "price[0]: missing 'id'"),
+        (ENTRY.replace("'x'", "5") + RATES, "price[0].id: must be a non-empty string"),
+        (ENTRY.replace("'x'", "''") + RATES, "price[0].id: must be a non-empty string"),
+        (
+            ENTRY.replace("'gpt-4.1'", "' gpt-4.1'") + RATES,
+            "price[0].model: must be a non-empty model name without surrounding spaces",
+        ),
+        (
+            ENTRY.replace("2026-01-01", "'soon'") + RATES,
+            "price[0].effective_from: not a date (YYYY-MM-DD): 'soon'",
+        ),
+        (
+            ENTRY.replace("2026-01-01", "20260101") + RATES,
+            "price[0].effective_from: must be a date (YYYY-MM-DD)",
+        ),
+        (ENTRY + "input = '2'\ncached_input = '0.5'\n", "price[0]: missing 'output'"),
+        (
+            ENTRY + RATES.replace("'2'", "true"),
+            "price[0].input: must be a number of USD per 1M tokens, not True",
+        ),
+        (
+            ENTRY + RATES.replace("'8'", "[8]"),
+            "price[0].output: must be a number of USD per 1M tokens, not [8]",
+        ),
+        (
+            ENTRY + RATES.replace("'0.5'", "2026-01-01"),
+            "price[0].cached_input: must be a number of USD per 1M tokens, not datetime.date(2026, 1, 1)",
+        ),
+        (ENTRY + RATES.replace("'2'", "'two'"), "price[0].input: not a number: 'two'"),
+        (ENTRY + RATES + "cache_write = '2,50'\n", "price[0].cache_write: not a number: '2,50'"),
+        (
+            ENTRY + RATES.replace("'2'", "'-2'"),
+            "price[0].input: must be a finite, non-negative number, not '-2'",
+        ),
+        (
+            ENTRY + RATES.replace("'8'", "'Infinity'"),
+            "price[0].output: must be a finite, non-negative number, not 'Infinity'",
+        ),
+        (
+            ENTRY + RATES + "host = ''\n",
+            "price[0].host: must be a non-empty host name such as 'platform.qubrid.com'",
+        ),
+        (
+            ENTRY + RATES + "host = 'platform.qubrid.com:443'\n",
+            "price[0].host: 'platform.qubrid.com:443' is not a bare host name (no scheme, port or path), "
+            "such as 'platform.qubrid.com'",
+        ),
+        (
+            ENTRY + RATES + "host = 'user@platform.qubrid.com'\n",
+            "price[0].host: 'user@platform.qubrid.com' is not a bare host name (no scheme, port or path), "
+            "such as 'platform.qubrid.com'",
+        ),
+        (
+            ENTRY + RATES + "[[price]]\nid = 'y'\n",
+            "price[1]: missing 'model'",
+        ),
+    ],
+)
+def test_each_bad_price_file_gets_one_exact_line_naming_the_file_entry_and_field(tmp_path, text, message):
+    path = write_prices(tmp_path, text)
+    with pytest.raises(PriceBookError) as caught:
+        PriceBook.builtin().with_file(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_missing_price_file_says_so_in_plain_words(tmp_path):
+    path = tmp_path / "no-such-prices.toml"
+    with pytest.raises(PriceBookError) as caught:
+        PriceBook.builtin().with_file(path)
+    assert str(caught.value) == f"{path}: cannot read price file: No such file or directory"
+
+
+def test_a_zero_rate_is_a_price_free_tokens_are_not_unknown_ones(tmp_path):
+    path = write_prices(
+        tmp_path,
+        """
+        [[price]]
+        id = "free-cache"
+        model = "gpt-4.1"
+        effective_from = 2026-01-01
+        input = "2"
+        cached_input = 0
+        output = "8"
+
+        [[price]]
+        id = "self-hosted"
+        model = "llama-local"
+        effective_from = 2026-01-01
+        input = "0"
+        cached_input = "0"
+        output = "0"
+        """,
+    )
+    book = PriceBook.builtin().with_file(path)
+    charged = book.cost("gpt-4.1", 1000, 600, 10, at=date(2026, 1, 2))
+    assert (charged.nanousd, charged.price_id) == (400 * 2000 + 10 * 8000, "free-cache")
+    free = book.cost("llama-local", 5000, 0, 500, at=date(2026, 1, 2))
+    assert (free.nanousd, free.price_id) == (0, "self-hosted")
+
+
+@pytest.mark.parametrize(("written", "host"), [("[::1]", "::1"), ("::1", "::1"), ("[FD00::5]", "fd00::5")])
+def test_an_ipv6_host_with_or_without_brackets_prices_requests_to_that_address(tmp_path, written, host):
+    # httpx gives the host of http://[::1]:8080/v1 as "::1": that is what an entry must match.
+    path = write_prices(tmp_path, ENTRY + RATES + f"host = '{written}'\n")
+    book = PriceBook.builtin().with_file(path)
+    (entry,) = [p for p in book.prices if p.id == "x"]
+    assert entry.host == host
+    assert book.price_for("gpt-4.1", date(2026, 1, 2), host=written.strip("[]")).id == "x"
+    assert book.price_for("gpt-4.1", date(2026, 1, 2), host="127.0.0.1").id == "gpt-4.1@2025-04-14"
+
+
+def test_an_effective_from_written_as_a_toml_datetime_takes_effect_on_its_date(tmp_path):
+    path = write_prices(tmp_path, ENTRY.replace("2026-01-01", "2026-03-01T00:00:00Z") + RATES)
+    book = PriceBook.builtin().with_file(path)
+    (entry,) = [p for p in book.prices if p.id == "x"]
+    assert entry.effective_from == date(2026, 3, 1)
+    assert book.price_for("gpt-4.1", date(2026, 3, 1)).id == "x"
+    assert book.price_for("gpt-4.1", date(2026, 2, 28)).id == "gpt-4.1@2025-04-14"
+
+
+def test_a_price_file_with_no_entries_leaves_the_builtin_prices(tmp_path):
+    path = write_prices(tmp_path, "# prices for the team go here\n")
+    assert PriceBook.builtin().with_file(path).prices == BUILTIN_PRICES
+
+
+def test_an_entry_issued_again_later_is_the_latest_word_on_its_date(tmp_path):
+    team = write_prices(
+        tmp_path,
+        ENTRY.replace("'x'", "'a'")
+        + RATES.replace("'2'", "'3'")
+        + ENTRY.replace("'x'", "'b'")
+        + RATES.replace("'2'", "'4'"),
+    )
+    book = PriceBook.builtin().with_file(team)
+    assert book.price_for("gpt-4.1", date(2026, 1, 2)).id == "b"  # the later of two entries on a date wins
+    mine = tmp_path / "mine.toml"
+    mine.write_text(ENTRY.replace("'x'", "'a'") + RATES.replace("'2'", "'2.5'"))
+    corrected = book.with_file(mine)
+    chosen = corrected.price_for("gpt-4.1", date(2026, 1, 2))
+    assert (chosen.id, chosen.input) == ("a", Decimal("2.5"))
+    assert [p.id for p in corrected.prices if p.model == "gpt-4.1"] == ["gpt-4.1@2025-04-14", "b", "a"]
+
+
+def test_the_prices_option_means_builtin_plus_its_file_and_without_it_the_default_book(tmp_path, monkeypatch):
+    team = write_prices(tmp_path, ENTRY.replace("'x'", "'team'") + RATES.replace("'2'", "'3'"))
+    mine = tmp_path / "mine.toml"
+    mine.write_text(ENTRY.replace("'x'", "'mine'") + RATES.replace("'2'", "'1'"))
+    monkeypatch.setenv(PRICES_ENV, str(team))
+    assert price_book_from(None) is default_price_book()
+    assert price_book_from(None).price_for("gpt-4.1", date(2026, 1, 2)).id == "team"
+    chosen = price_book_from(mine)  # the option replaces $COSTKIT_PRICES, it does not stack on it
+    assert sorted(p.id for p in chosen.prices) == sorted([p.id for p in BUILTIN_PRICES] + ["mine"])
+    monkeypatch.delenv(PRICES_ENV)
+    assert price_book_from(None).prices == BUILTIN_PRICES

@@ -16,6 +16,7 @@ from costkit import InvalidRequest, UnknownModel, count_request
 from costkit.counting.countcache import CountCache
 from costkit.counting.requests import input_upper_bound, message_cache
 from tests.cookbook import CORPORATE_JARGON, WEATHER_MESSAGES, WEATHER_TOOLS
+from tests.reference_counts import count_prompt
 
 
 def data_url(width: int, height: int, fmt: str = "PNG") -> str:
@@ -124,6 +125,150 @@ def test_tool_calls_and_tool_results_count_their_strings(reference_encoding):
     assert counted.per_message[1:] == (assistant, tool)
 
 
+def _function(name: str, description: str | None = None, **properties) -> dict:
+    function: dict = {"name": name}
+    if description is not None:
+        function["description"] = description
+    if properties:
+        function["parameters"] = {"type": "object", "properties": properties}
+    return function
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        pytest.param([], id="an empty tool list"),
+        pytest.param([{"function": _function("get_weather", "Get the weather")}], id="no type key"),
+        pytest.param(
+            [{"type": "function", "function": _function("get_weather", "Get the weather.")}],
+            id="function description ending in a period",
+        ),
+        pytest.param(
+            [{"type": "function", "function": _function("lookup", "Look it up, etc..")}],
+            id="only one final period dropped",
+        ),
+        pytest.param(
+            [
+                {
+                    "type": "function",
+                    "function": _function(
+                        "get_weather",
+                        None,
+                        location={"type": "string", "description": "The city, e.g. Paris."},
+                        unit={"enum": ["celsius", "fahrenheit"]},
+                        days={"type": "integer", "enum": [1, 3, 7, None, True]},
+                    ),
+                }
+            ],
+            id="properties: a period, no type, no description, non-string enum items",
+        ),
+        pytest.param(
+            [{"type": "function", "function": {"name": "noop", "description": None, "parameters": None}}],
+            id="null description and parameters",
+        ),
+        pytest.param(
+            [
+                {
+                    "type": "function",
+                    "function": {"name": "noop", "parameters": {"type": "object", "properties": {}}},
+                }
+            ],
+            id="no properties",
+        ),
+        pytest.param(
+            [
+                {"type": "function", "function": _function("a", "First.")},
+                {"function": _function("b", "Second")},
+            ],
+            id="two tools",
+        ),
+    ],
+)
+def test_tool_definitions_count_by_the_cookbook_formula(tools):
+    body = {"model": "gpt-4.1", "messages": WEATHER_MESSAGES, "tools": tools}
+    counted = count_request(body)
+    assert counted.input_tokens == count_prompt(body)
+    legacy = {"model": "gpt-4.1", "messages": WEATHER_MESSAGES, "functions": [t["function"] for t in tools]}
+    assert count_request(legacy) == counted
+    assert input_upper_bound(body)[1] >= counted.input_tokens
+
+
+def test_a_final_period_in_a_description_costs_nothing():
+    def tools_tokens(function_description: str, unit_description: str) -> int:
+        function = _function(
+            "get_weather", function_description, unit={"type": "string", "description": unit_description}
+        )
+        body = {
+            "model": "gpt-4.1",
+            "messages": WEATHER_MESSAGES,
+            "tools": [{"type": "function", "function": function}],
+        }
+        return count_request(body).tools
+
+    plain = tools_tokens("Get the weather", "Celsius or fahrenheit")
+    assert tools_tokens("Get the weather.", "Celsius or fahrenheit.") == plain
+    assert tools_tokens("Get the weather..", "Celsius or fahrenheit") > plain
+
+
+def test_a_non_string_enum_item_counts_as_its_json_text_with_characters_as_written(reference_encoding):
+    # Characters as written, not \u escapes (which would cost more tokens than the text they stand for).
+    item = ["Zürich", "Genève", 3]
+    with_enum = count_request(tools_body(weather(type="array", enum=[item]))).tools
+    without_enum = count_request(tools_body(weather(type="array"))).tools
+    enc = reference_encoding.encode_ordinary
+    assert with_enum - without_enum == -3 + 3 + len(enc('["Zürich", "Genève", 3]'))
+    assert len(enc('["Zürich", "Genève", 3]')) < len(enc('["Z\\u00fcrich", "Gen\\u00e8ve", 3]'))
+
+
+def test_non_string_values_in_tool_calls_and_refusal_parts_count_as_the_reference_does(reference_encoding):
+    """An assistant turn sent back as the SDK returned it: numbers, flags and nulls carry no text."""
+    call = {
+        "index": 0,
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}', "strict": True, "parsed": None},
+        "score": 0.5,
+    }
+    body = {
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [call],
+                "function_call": {"name": "f", "n": 2},
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Sorry."},
+                    {"type": "refusal", "refusal": "I cannot share that."},
+                ],
+            },
+        ],
+    }
+    assert count_request(body).input_tokens == count_prompt(body)
+    enc = reference_encoding.encode_ordinary
+    (turn,) = count_request({"model": "gpt-4.1", "messages": [body["messages"][2]]}).per_message
+    assert turn == 3 + len(enc("assistant")) + len(enc("Sorry.")) + len(enc("I cannot share that."))
+
+
+def test_an_unpaired_surrogate_escape_in_a_long_content_part_message_is_counted_and_cached():
+    # "\ud800" is valid JSON; json.loads gives a lone surrogate, and a resent message hits the cache.
+    text = "broken \ud800 pair " + "word " * 400
+    as_parts = {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+    }
+    as_string = {"model": "gpt-4.1", "messages": [{"role": "user", "content": text}]}
+    expected = count_request(as_string).input_tokens
+    assert count_request(as_parts).input_tokens == expected
+    hits = message_cache.hits
+    assert count_request(as_parts).input_tokens == expected
+    assert message_cache.hits == hits + 1
+
+
 # Images -----------------------------------------------------------------------------------
 
 
@@ -199,56 +344,98 @@ def test_corrupt_data_url_is_an_invalid_request():
 
 # Validation ---------------------------------------------------------------------------------
 
+USER = {"role": "user", "content": "x"}
+
+
+def tools_body(*tools, key: str = "tools") -> dict:
+    return {"model": "gpt-4.1", "messages": [USER], key: list(tools)}
+
+
+def weather(**prop) -> dict:
+    """A tool with one property ``unit`` made of ``prop``."""
+    parameters = {"type": "object", "properties": {"unit": prop}}
+    return {"type": "function", "function": {"name": "get_weather", "parameters": parameters}}
+
+
+UNIT = "tools[0].function.parameters.properties.unit"
+
 
 @pytest.mark.parametrize(
-    ("body", "where"),
+    ("body", "message"),
     [
-        ([], "body"),
-        ({"messages": []}, "model"),
-        ({"model": 41, "messages": []}, "model"),
-        ({"model": "gpt-4.1"}, "messages"),
-        ({"model": "gpt-4.1", "messages": []}, "messages"),
-        ({"model": "gpt-4.1", "messages": "hi"}, "messages"),
-        ({"model": "gpt-4.1", "messages": ["hi"]}, "messages[0]"),
-        ({"model": "gpt-4.1", "messages": [{"content": "x"}]}, "messages[0].role"),
-        ({"model": "gpt-4.1", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-        ({"model": "gpt-4.1", "messages": [{"role": "user"}]}, "messages[0].content"),
+        ([], "body: a request body must be a JSON object"),
+        ({"messages": []}, "model: missing"),
+        ({"model": 41, "messages": []}, "model: must be a string"),
+        ({"model": "gpt-4.1"}, "messages: missing"),
+        ({"model": "gpt-4.1", "messages": []}, "messages: must not be empty"),
+        ({"model": "gpt-4.1", "messages": "hi"}, "messages: must be a list"),
+        ({"model": "gpt-4.1", "messages": ["hi"]}, "messages[0]: a message must be an object"),
         (
-            {
-                "model": "gpt-4.1",
-                "messages": [{"role": "user", "content": "a"}] * 3 + [{"role": "user", "content": 7}],
-            },
-            "messages[3].content",
+            {"model": "gpt-4.1", "messages": [{"content": "x"}]},
+            "messages[0].role: must be one of system, developer, user, assistant, tool, function, not None",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "robot", "content": "x"}]},
+            "messages[0].role: must be one of system, developer, user, assistant, tool, function, "
+            "not 'robot'",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "user"}]},
+            "messages[0].content: a user message needs content",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "tool", "tool_call_id": "c", "content": None}]},
+            "messages[0].content: a tool message needs content",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [USER] * 3 + [{"role": "user", "content": 7}]},
+            "messages[3].content: must be a string, a list of content parts, or null",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "user", "content": ["hi"]}]},
+            "messages[0].content[0]: a content part must be an object",
         ),
         (
             {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
-            "messages[0].content[0].text",
+            "messages[0].content[0].text: must be a string",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "assistant", "content": [{"type": "refusal"}]}]},
+            "messages[0].content[0].refusal: must be a string",
         ),
         (
             {"model": "gpt-4.1", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
-            "messages[0].content[0].type",
+            "messages[0].content[0].type: unsupported content part type 'input_audio' "
+            "(supported: text, image_url, refusal)",
         ),
-        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x", "name": 3}]}, "messages[0].name"),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "user", "content": "x", "name": 3}]},
+            "messages[0].name: must be a string",
+        ),
+        (
+            {"model": "gpt-4.1", "messages": [{"role": "tool", "content": "x", "tool_call_id": 3}]},
+            "messages[0].tool_call_id: must be a string",
+        ),
         (
             {"model": "gpt-4.1", "messages": [{"role": "assistant", "content": None, "tool_calls": {}}]},
-            "messages[0].tool_calls",
+            "messages[0].tool_calls: must be a list",
         ),
-        ({"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}], "tools": {}}, "tools"),
         (
-            {
-                "model": "gpt-4.1",
-                "messages": [{"role": "user", "content": "x"}],
-                "tools": [{"type": "function"}],
-            },
-            "tools[0].function",
+            {"model": "gpt-4.1", "messages": [{"role": "assistant", "content": None, "function_call": []}]},
+            "messages[0].function_call: must be an object",
         ),
         (
             {
                 "model": "gpt-4.1",
-                "messages": [{"role": "user", "content": "x"}],
-                "tools": [{"type": "function", "function": {"description": "d"}}],
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "c", "function": {"name": b"f"}}],
+                    }
+                ],
             },
-            "tools[0].function.name",
+            "messages[0].tool_calls[0].function.name: unexpected value of type bytes",
         ),
         (
             {
@@ -262,15 +449,56 @@ def test_corrupt_data_url_is_an_invalid_request():
                     }
                 ],
             },
-            "messages[0].content[0].image_url.detail",
+            "messages[0].content[0].image_url.detail: must be one of auto, low, high",
         ),
+        ({"model": "gpt-4.1", "messages": [USER], "tools": {}}, "tools: must be a list"),
+        (tools_body("get_weather"), "tools[0]: a tool must be an object"),
+        (
+            tools_body({"type": "code_interpreter"}),
+            "tools[0].type: unsupported tool type 'code_interpreter'",
+        ),
+        (tools_body({"type": "function"}), "tools[0].function: must be an object"),
+        (
+            tools_body({"type": "function", "function": {"description": "d"}}),
+            "tools[0].function.name: must be a non-empty string",
+        ),
+        (
+            tools_body({"type": "function", "function": {"name": ""}}),
+            "tools[0].function.name: must be a non-empty string",
+        ),
+        (
+            tools_body({"type": "function", "function": {"name": "f", "description": 5}}),
+            "tools[0].function.description: must be a string",
+        ),
+        (
+            tools_body({"type": "function", "function": {"name": "f", "parameters": ["unit"]}}),
+            "tools[0].function.parameters: must be an object",
+        ),
+        (
+            tools_body(
+                {"type": "function", "function": {"name": "f", "parameters": {"properties": ["unit"]}}}
+            ),
+            "tools[0].function.parameters.properties: must be an object",
+        ),
+        (
+            tools_body(
+                {"type": "function", "function": {"name": "f", "parameters": {"properties": {"unit": "C"}}}}
+            ),
+            f"{UNIT}: must be an object",
+        ),
+        (tools_body(weather(type="string", enum="celsius")), f"{UNIT}.enum: must be a list"),
+        (tools_body(weather(type="string", description=["C"])), f"{UNIT}.description: must be a string"),
+        ({"model": "gpt-4.1", "messages": [USER], "functions": {}}, "functions: must be a list"),
+        (tools_body("f", key="functions"), "functions[0]: a function must be an object"),
+        (tools_body({"description": "d"}, key="functions"), "functions[0].name: must be a non-empty string"),
     ],
 )
-def test_malformed_bodies_say_what_is_wrong_and_where(body, where):
-    with pytest.raises(InvalidRequest) as caught:
-        count_request(body)
-    assert caught.value.where == where
-    assert str(caught.value).startswith(where)
+def test_malformed_bodies_say_what_is_wrong_and_where(body, message):
+    where = message.split(": ", 1)[0]
+    for count in (count_request, lambda b: count_request(b, image_sizes={}), input_upper_bound):
+        with pytest.raises(InvalidRequest) as caught:
+            count(body)
+        assert (caught.value.where, str(caught.value)) == (where, message)
 
 
 # The per-message cache ----------------------------------------------------------------------

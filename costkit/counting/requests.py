@@ -203,10 +203,11 @@ def _without_period(text: str) -> str:
     return text[:-1] if text.endswith(".") else text
 
 
-def _text_field(obj: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
-    value = obj.get(key, default)
+def _text_field(obj: Mapping[str, Any], key: str, where: str) -> str:
+    """The string under ``key``; a missing or null one is empty."""
+    value = obj.get(key)
     if value is None:
-        return default
+        return ""
     if type(value) is not str:
         raise InvalidRequest(f"{where}.{key}", "must be a string")
     return value
