@@ -239,6 +239,7 @@ def test_non_string_values_in_tool_calls_and_refusal_parts_count_as_the_referenc
                 "tool_calls": [call],
                 "function_call": {"name": "f", "n": 2},
             },
+            {"role": "function", "name": "f", "content": None},  # a legacy function result may be null
             {
                 "role": "assistant",
                 "content": [
@@ -250,7 +251,7 @@ def test_non_string_values_in_tool_calls_and_refusal_parts_count_as_the_referenc
     }
     assert count_request(body).input_tokens == count_prompt(body)
     enc = reference_encoding.encode_ordinary
-    (turn,) = count_request({"model": "gpt-4.1", "messages": [body["messages"][2]]}).per_message
+    (turn,) = count_request({"model": "gpt-4.1", "messages": [body["messages"][3]]}).per_message
     assert turn == 3 + len(enc("assistant")) + len(enc("Sorry.")) + len(enc("I cannot share that."))
 
 
