@@ -75,8 +75,8 @@ def test_an_unpriced_request_under_a_hard_budget_is_refused_not_waved_through(
         # A body that is not JSON cannot be billed: it goes out as it is (the provider refuses it).
         raw = costkit.wrap(httpx.Client(), ledger=ledger, budgets=[admitting(100)])
         assert raw.post(f"{upstream.base_url}/chat/completions", content=b"{not json").status_code == 400
+        assert ledger.flush(10)  # (the ledger creates its tables on its own thread: read them after)
         assert reservations(sqlite_url) == []
-        assert ledger.flush(10)
         assert sorted((r["status"], r["cost_nanousd"]) for r in ledger.rows()) == [
             ("blocked", 0),
             ("blocked", 0),
