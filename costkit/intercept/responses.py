@@ -31,6 +31,7 @@ from typing import Any
 from costkit.counting.tokens import count_text
 from costkit.intercept.encoding import CorruptBody, Decoder
 from costkit.intercept.output import message_output, stream_chunks, stream_output
+from costkit.intercept.plainstream import plain_events
 from costkit.intercept.sse import DONE, SSEScanner
 from costkit.intercept.usage import Usage, clean_metrics, parse_usage
 from costkit.ledger.lifecycle import settling
@@ -198,7 +199,7 @@ class ResponseReader:
             and not data.startswith(b'data: {"error"')
         ):
             at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
-            if at >= 0 and data[at + 8 : at + 12] == b"null":
+            if at >= 0 and data.startswith(b"null", at + 8):
                 side = self._side
                 side += data
                 if len(side) > MAX_SIDE_COPY:
@@ -333,7 +334,10 @@ class ResponseReader:
 
     def _check_events(self) -> None:
         """Parse every event the caller got: the byte checks let most pass unparsed, so a malformed
-        line, or an error event sharing a network read with other events, is found here."""
+        line, or an error event sharing a network read with other events, is found here. The
+        common case, ordinary chunks only, is proved without parsing them."""
+        if plain_events(self._side):
+            return
         for chunk in stream_chunks(self._side):
             if chunk is None:
                 self.malformed = True
