@@ -471,7 +471,7 @@ def test_when_accounting_itself_fails_a_fallback_row_is_kept_and_the_caller_is_u
     else:
         scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
     monkeypatch.setattr(accounting.Call, "_row", _accounting_fails)
-    client = sdk(scripted.base_url, ledger)
+    client = sdk(scripted.base_url, ledger).with_options(default_headers={"X-Costkit-Tags": "team=search"})
     create = client.chat.completions.create
     if path == "plain":
         assert create(model=MODEL, messages=MESSAGES).choices[0].message.content == "Hi."
@@ -488,6 +488,12 @@ def test_when_accounting_itself_fails_a_fallback_row_is_kept_and_the_caller_is_u
     status = {"plain": "ok", "stream": "ok", "http error": "error", "blocked": "blocked"}[path]
     assert (row["status"], row["model"], row["endpoint_host"]) == (status, MODEL, "127.0.0.1")
     assert (row["error"], row["cost_nanousd"], row["price_id"]) == ("costkit accounting failed", 0, None)
+    http_status = {"plain": 200, "stream": 200, "http error": 429, "blocked": None}[path]
+    assert (row["http_status"], row["stream"], row["tags"]) == (
+        http_status,
+        path == "stream",
+        {"team": "search"},
+    )
     assert f"accounting failed for request {row['request_id']}" in caplog.text
 
 

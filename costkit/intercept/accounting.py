@@ -245,6 +245,9 @@ class Call:
                 request_id=self.request_id,
                 started_at=self.started_at,
                 endpoint_host=self.host,
+                http_status=http_status,
+                stream=reader.is_sse if reader is not None else False,
+                tags=dict(self.tags),  # who to ask about it, as on any other row
                 error="costkit accounting failed",
             )
         _sanitise(row, self.secrets if row.error or row.notes else ())
