@@ -506,3 +506,39 @@ def test_the_prices_option_means_builtin_plus_its_file_and_without_it_the_defaul
     assert sorted(p.id for p in chosen.prices) == sorted([p.id for p in BUILTIN_PRICES] + ["mine"])
     monkeypatch.delenv(PRICES_ENV)
     assert price_book_from(None).prices == BUILTIN_PRICES
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"input_tokens": 1.5}, "input_tokens must be an integer, not 1.5"),
+        ({"input_tokens": -1}, "input_tokens must not be negative, got -1"),
+        ({"cached_input_tokens": "3"}, "cached_input_tokens must be an integer, not '3'"),
+        ({"output_tokens": -7}, "output_tokens must not be negative, got -7"),
+        ({"cache_write_tokens": True}, "cache_write_tokens must be an integer, not True"),
+    ],
+)
+def test_a_count_that_is_not_one_is_refused_naming_its_field(kwargs, message):
+    counts = {"input_tokens": 10, **kwargs}
+    for price in (cost, PriceBook.builtin().cost):
+        with pytest.raises(InvalidUsage) as refused:
+            price("gpt-4.1", **counts)
+        assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("host", ["platform.qubrid.com.", " PLATFORM.Qubrid.com. ", "platform.qubrid.com"])
+def test_a_host_written_with_its_trailing_dot_or_in_capitals_is_the_same_host(tmp_path, host):
+    book = PriceBook.builtin().with_file(write_prices(tmp_path, HOST_BOOK))
+    assert price_at(book, date(2025, 10, 1), host) == ("qubrid-gpt-4.1-2025-09", 15_000_000_000)
+
+
+def test_the_module_cost_passes_cache_writes_on_to_the_book(tmp_path):
+    book = PriceBook.builtin().with_file(
+        write_prices(
+            tmp_path,
+            ENTRY.replace("'x'", "'writes'") + RATES + "cache_write = '2.5'\n",
+        )
+    )
+    # 2M prompt tokens of which 1M were written to the cache: 1M at $2 + 1M at $2.50 per million.
+    charged = cost("gpt-4.1", 2_000_000, at=date(2026, 2, 1), cache_write_tokens=1_000_000, price_book=book)
+    assert (charged.nanousd, charged.price_id) == (4_500_000_000, "writes")
