@@ -43,7 +43,7 @@ from typing import Any
 
 from costkit.counting.models import resolve_model
 from costkit.errors import InvalidUsage, PriceBookError, UnknownModel
-from costkit.money import to_usd
+from costkit.money import money_context, to_usd
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -221,13 +221,14 @@ class PriceBook:
         price = self.price_for(model, at, host)
         uncached = input_tokens - cached_input_tokens - cache_write_tokens
         write_rate = price.input if price.cache_write is None else price.cache_write
-        usd_millionths = (
-            uncached * price.input
-            + cached_input_tokens * price.cached_input
-            + cache_write_tokens * write_rate
-            + output_tokens * price.output
-        )
-        nano = (usd_millionths * _NANO_PER_MILLION_TOKENS_USD).to_integral_value(rounding=ROUND_HALF_EVEN)
+        with money_context():  # never the application's own Decimal precision or rounding
+            usd_millionths = (
+                uncached * price.input
+                + cached_input_tokens * price.cached_input
+                + cache_write_tokens * write_rate
+                + output_tokens * price.output
+            )
+            nano = (usd_millionths * _NANO_PER_MILLION_TOKENS_USD).to_integral_value(rounding=ROUND_HALF_EVEN)
         return Cost(
             int(nano),
             price.id,

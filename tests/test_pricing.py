@@ -11,7 +11,7 @@ import pytest
 
 from costkit import InvalidUsage, PriceBook, PriceBookError, UnknownModel, cost
 from costkit.money import format_usd, to_usd
-from costkit.pricing import BUILTIN_PRICES, PRICES_ENV, default_price_book, price_book_from
+from costkit.pricing import BUILTIN_PRICES, PRICES_ENV, Cost, default_price_book, price_book_from
 
 
 def test_reference_worked_example_is_exactly_0_003532():
@@ -542,3 +542,27 @@ def test_the_module_cost_passes_cache_writes_on_to_the_book(tmp_path):
     # 2M prompt tokens of which 1M were written to the cache: 1M at $2 + 1M at $2.50 per million.
     charged = cost("gpt-4.1", 2_000_000, at=date(2026, 2, 1), cache_write_tokens=1_000_000, price_book=book)
     assert (charged.nanousd, charged.price_id) == (4_500_000_000, "writes")
+
+
+def test_cached_and_written_tokens_together_may_not_exceed_the_prompt():
+    book = PriceBook.builtin()
+    assert book.cost("gpt-4.1", 10, 4, 0, cache_write_tokens=6).nanousd == 4 * 500 + 6 * 2000
+    with pytest.raises(InvalidUsage) as refused:
+        book.cost("gpt-4.1", 10, 5, 0, cache_write_tokens=6)
+    assert str(refused.value) == (
+        "cached_input_tokens (5) + cache_write_tokens (6) exceed input_tokens (10); "
+        "prompt tokens include cached ones"
+    )
+
+
+def test_a_cost_carries_the_counts_and_model_it_was_priced_for():
+    charged = cost("openai/gpt-4.1", 3_000, 1_024, 500, at=date(2026, 2, 1))
+    assert charged == Cost(
+        nanousd=(3_000 - 1_024) * 2000 + 1_024 * 500 + 500 * 8000,
+        price_id="gpt-4.1@2025-04-14",
+        model="gpt-4.1",
+        input_tokens=3_000,
+        cached_input_tokens=1_024,
+        output_tokens=500,
+        cache_write_tokens=0,
+    )

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from costkit.budgets.periods import PERIODS, period_bounds
-from costkit.money import NANO_PER_USD, to_usd
+from costkit.money import NANO_PER_USD, money_context, to_usd
 
 DEFAULT_WARN_AT = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
 MAX_NAME = 200
@@ -61,8 +61,10 @@ def _check_usd(value: object) -> Decimal:
         raise BudgetFieldError("usd", f"{value!r} is not a decimal amount of dollars") from None
     if not usd.is_finite() or usd <= 0:
         raise BudgetFieldError("usd", f"must be a positive amount of dollars, not {value!r}")
-    nano = usd * NANO_PER_USD
-    if nano != nano.to_integral_value():
+    with money_context():
+        nano = usd * NANO_PER_USD
+        whole = nano == nano.to_integral_value()
+    if not whole:
         raise BudgetFieldError("usd", f"{value!r} has more than 9 decimal places (costkit counts nano-USD)")
     if nano >= 2**63:
         raise BudgetFieldError("usd", f"{value!r} is too large")
@@ -209,7 +211,8 @@ class Budget:
 
     @property
     def limit_nanousd(self) -> int:
-        return int(self.usd * NANO_PER_USD)
+        with money_context():
+            return int(self.usd * NANO_PER_USD)
 
     @property
     def limit_usd(self) -> Decimal:

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from costkit.money import format_usd, to_usd
+from costkit.money import NANO_PER_USD, format_usd, money_context, to_usd
 
 if TYPE_CHECKING:
     from costkit.budgets.budget import Budget
@@ -53,10 +53,12 @@ class BudgetEvent:
         )
 
     def __str__(self) -> str:
-        percent = (self.threshold * 100).normalize()
+        with money_context():
+            percent = (self.threshold * 100).normalize()
+            limit, spent = int(self.limit_usd * NANO_PER_USD), int(self.spent_usd * NANO_PER_USD)
         return (
-            f"budget {self.budget!r} reached {percent:f}% of its ${format_usd(int(self.limit_usd * 10**9))} "
-            f"(${format_usd(int(self.spent_usd * 10**9))} spent in the period from "
+            f"budget {self.budget!r} reached {percent:f}% of its ${format_usd(limit)} "
+            f"(${format_usd(spent)} spent in the period from "
             f"{self.period_start.isoformat(timespec='minutes')})"
         )
 
@@ -64,7 +66,8 @@ class BudgetEvent:
 def crossings(budget: Budget, before: int, after: int) -> list[Decimal]:
     """The thresholds of ``budget`` that spend going from ``before`` to ``after`` nano-USD reaches."""
     limit = budget.limit_nanousd
-    return [t for t in budget.warn_at if before < limit * t <= after]
+    with money_context():
+        return [t for t in budget.warn_at if before < limit * t <= after]
 
 
 Listener = Callable[[BudgetEvent], None]

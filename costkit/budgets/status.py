@@ -20,7 +20,7 @@ from costkit.budgets.budget import Budget
 from costkit.budgets.events import BudgetEvent
 from costkit.budgets.sql import MONEY, TIME, budget_of, period_spend_params, period_spend_sql, sql
 from costkit.ledger.errors import LedgerError
-from costkit.money import to_usd
+from costkit.money import money_context, to_usd
 
 _RESERVED = sql(
     "SELECT COALESCE(SUM(amount_nanousd), 0) FROM costkit_budget_reservations "
@@ -60,7 +60,8 @@ class BudgetStatus:
 
     @property
     def remaining_usd(self) -> Decimal:
-        return self.budget.limit_usd - self.spent_usd - self.reserved_usd
+        with money_context():
+            return self.budget.limit_usd - self.spent_usd - self.reserved_usd
 
 
 def registered_budgets(engine: Engine) -> dict[str, Budget]:

@@ -21,7 +21,7 @@ from costkit.cli import BadInput
 from costkit.errors import ConfigError
 from costkit.guard.checks import Batch, Check, Finding
 from costkit.guard.diff import Diff
-from costkit.money import NANO_PER_USD, format_usd
+from costkit.money import NANO_PER_USD, format_usd, money_context
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,16 @@ def standings(budgets: Sequence[Budget], db_url: str | None) -> list[Standing]:
                 continue
             with _database_errors(url):
                 status = budget_status(engine, budget)
+            with money_context():  # exact: each is a whole number of nano-USD
+                spent, reserved = (
+                    int(status.spent_usd * NANO_PER_USD),
+                    int(status.reserved_usd * NANO_PER_USD),
+                )
             found.append(
                 Standing(
                     budget,
-                    int(status.spent_usd * NANO_PER_USD),  # exact: a whole number of nano-USD
-                    int(status.reserved_usd * NANO_PER_USD),
+                    spent,
+                    reserved,
                     _period(status.period_start, status.period_end, budget),
                 )
             )

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Literal
 
 from costkit.guard.measure import Figures
+from costkit.money import money_context
 
 Status = Literal["changed", "unchanged", "added", "removed"]
 _CENT_OF_PERCENT = Decimal("0.01")
@@ -23,7 +24,8 @@ def percent(delta: int, base: int) -> Decimal | None:
     """``delta`` as a percentage of ``base``, to two places; None when ``base`` is 0."""
     if base == 0:
         return None
-    return (Decimal(delta) * 100 / Decimal(base)).quantize(_CENT_OF_PERCENT, ROUND_HALF_EVEN)
+    with money_context():
+        return (Decimal(delta) * 100 / Decimal(base)).quantize(_CENT_OF_PERCENT, ROUND_HALF_EVEN)
 
 
 def exceeds_percent(delta: int, base: int, limit: Decimal) -> bool:
