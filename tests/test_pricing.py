@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -566,3 +568,27 @@ def test_a_cost_carries_the_counts_and_model_it_was_priced_for():
         output_tokens=500,
         cache_write_tokens=0,
     )
+
+
+def test_without_a_date_the_price_in_effect_is_the_one_of_todays_utc_date(tmp_path, monkeypatch):
+    """The machine's own zone never picks the price: a zone 14 hours ahead of UTC or 12 behind
+    has another date than UTC at any hour, and an entry from that date must not apply yet."""
+    now = datetime.now(timezone.utc)
+    zone = "Etc/GMT-14" if now.hour >= 10 else "Etc/GMT+12"  # tz database signs are inverted
+    local_day = datetime.now(ZoneInfo(zone)).date()
+    if local_day < now.date():  # the local zone is behind: an entry from UTC's date would apply already
+        entry_day, in_effect = now.date(), "later"
+    else:
+        entry_day, in_effect = local_day, "gpt-4.1@2025-04-14"
+    path = write_prices(
+        tmp_path, ENTRY.replace("'x'", "'later'").replace("2026-01-01", entry_day.isoformat()) + RATES
+    )
+    book = PriceBook.builtin().with_file(path)
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert datetime.now().date() == local_day != now.date()  # the process's local date is not UTC's
+        assert book.cost("gpt-4.1", 1).price_id == in_effect
+    finally:
+        monkeypatch.undo()
+        time.tzset()
