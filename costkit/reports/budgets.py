@@ -71,7 +71,8 @@ def budget_rows(engine: Engine, budgets: list[Budget], until: datetime) -> list[
                 "forecast_pct": None if forecast is None else percent(forecast, limit),
                 "warnings_crossed": ", ".join(f"{(t * 100).normalize():f}%" for t in crossed),
                 "warnings_recorded": ", ".join(
-                    f"{(e.threshold * 100).normalize():f}% at {e.at.isoformat(timespec='seconds')}" for e in recorded
+                    f"{(e.threshold * 100).normalize():f}% at {e.at.isoformat(timespec='seconds')}"
+                    for e in recorded
                 ),
             }
         )

@@ -78,9 +78,7 @@ def _ms(microseconds: int | None) -> str | None:
     return None if microseconds is None else f"{Decimal(microseconds).scaleb(-3):f}"
 
 
-def summary_sections(
-    cube: pd.DataFrame, daily: pd.DataFrame, aggregates: Aggregates
-) -> dict[str, Any]:
+def summary_sections(cube: pd.DataFrame, daily: pd.DataFrame, aggregates: Aggregates) -> dict[str, Any]:
     """Cache, timing, drift and status numbers: single values, each shown on the page."""
 
     def total(name: str) -> int:
@@ -89,7 +87,7 @@ def summary_sections(
     saved = total("saved_nanousd")
     cached_cost = int(daily["cached_input_nanousd"].sum())
     statuses = {s: 0 for s in ("ok", "error", "partial", "blocked")}
-    for status, count in (cube.groupby("status")["requests"].sum().items() if len(cube) else ()):
+    for status, count in cube.groupby("status")["requests"].sum().items() if len(cube) else ():
         statuses[str(status)] = int(count)
     estimated = cube[cube["usage_source"] == "estimated"] if len(cube) else cube
     drift_est, drift_prov = total("drift_estimated_tokens"), total("drift_provider_tokens")

@@ -74,7 +74,9 @@ def daily_tokens(frame: pd.DataFrame, tz: str) -> go.Figure:
         ("uncached_input_tokens", "Input, not cached", "input"),
         ("cached_input_tokens", "Input, cached", "cached_input"),
     ):
-        figure.add_bar(name=label, x=list(frame["date"]), y=[int(v) for v in frame[column]], marker_color=COLORS[kind])
+        figure.add_bar(
+            name=label, x=list(frame["date"]), y=[int(v) for v in frame[column]], marker_color=COLORS[kind]
+        )
     figure.update_layout(
         **_LAYOUT,
         barmode="stack",

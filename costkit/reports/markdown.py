@@ -24,14 +24,20 @@ def escape_md(text: str) -> str:
 
 
 def _top(rows: list[dict[str, Any]], label: str) -> str:
-    shown = [f"{escape_md(str(r[label]))} {fmt.money(r['cost_usd'])} ({fmt.pct(r['share_pct'])})" for r in rows[:TOP]]
+    shown = [
+        f"{escape_md(str(r[label]))} {fmt.money(r['cost_usd'])} ({fmt.pct(r['share_pct'])})"
+        for r in rows[:TOP]
+    ]
     return ", ".join(shown) if shown else "none"
 
 
 def summary(data: dict[str, Any]) -> str:
     """The Markdown summary of a report's data (``report.json``)."""
     period, totals, change, tables = data["period"], data["totals"], data["change"], data["tables"]
-    lines = [f"**costkit spend report** {period['since']} to {period['until']} ({escape_md(period['tz'])})", ""]
+    lines = [
+        f"**costkit spend report** {period['since']} to {period['until']} ({escape_md(period['tz'])})",
+        "",
+    ]
     if data["empty"]:
         lines.append("No requests in this period.")
         return "\n".join(lines) + "\n"

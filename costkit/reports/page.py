@@ -58,7 +58,12 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("warnings_crossed", "Warnings crossed"),
         ("warnings_recorded", "Warnings recorded"),
     ],
-    "statuses": [("status", "Status"), ("usage_source", "Usage"), ("requests", "Requests"), ("cost_usd", "Spend")],
+    "statuses": [
+        ("status", "Status"),
+        ("usage_source", "Usage"),
+        ("requests", "Requests"),
+        ("cost_usd", "Spend"),
+    ],
     "problems": [
         ("status", "Status"),
         ("error", "Error"),
@@ -96,7 +101,9 @@ def table(name: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]])
         for column, _ in columns:
             value = row.get(column)
             raw = "" if value is None else json.dumps(value, ensure_ascii=False)
-            numeric = ' class="num"' if isinstance(value, (int, float)) or column.endswith(("_usd", "_pct")) else ""
+            numeric = (
+                ' class="num"' if isinstance(value, (int, float)) or column.endswith(("_usd", "_pct")) else ""
+            )
             cells.append(
                 f'<td data-col="{escape(column)}" data-value="{escape(raw)}"{numeric}>'
                 f"{escape(fmt.cell(column, value))}</td>"
@@ -149,8 +156,8 @@ def _totals(data: dict[str, Any]) -> str:
     ]
     now, before, change = data["totals"], data["previous_totals"], data["change"]
     body = "".join(
-        f"<tr><th scope=\"row\">{label}</th><td class=\"num\" data-path=\"totals.{key}\">{show(now[key])}</td>"
-        f"<td class=\"num\" data-path=\"previous_totals.{key}\">{show(before[key])}</td></tr>"
+        f'<tr><th scope="row">{label}</th><td class="num" data-path="totals.{key}">{show(now[key])}</td>'
+        f'<td class="num" data-path="previous_totals.{key}">{show(before[key])}</td></tr>'
         for label, key, show in rows
     )
     previous = data["previous_period"]
@@ -189,12 +196,24 @@ def _cache(data: dict[str, Any]) -> str:
     cache = data["cache"]
     return facts(
         [
-            ("Cached share of input tokens", "cache.token_hit_rate_pct", fmt.pct(cache["token_hit_rate_pct"])),
-            ("Requests with a cache hit", "cache.requests_with_cache_hits", fmt.count(cache["requests_with_cache_hits"])),
+            (
+                "Cached share of input tokens",
+                "cache.token_hit_rate_pct",
+                fmt.pct(cache["token_hit_rate_pct"]),
+            ),
+            (
+                "Requests with a cache hit",
+                "cache.requests_with_cache_hits",
+                fmt.count(cache["requests_with_cache_hits"]),
+            ),
             ("Share of requests", "cache.request_hit_rate_pct", fmt.pct(cache["request_hit_rate_pct"])),
             ("Saved by caching", "cache.saved_usd", fmt.money(cache["saved_usd"])),
             ("Cached input cost", "cache.cached_input_cost_usd", fmt.money(cache["cached_input_cost_usd"])),
-            ("Prompts of 1,024+ tokens with no cache hit", "cache.missed_requests", fmt.count(cache["missed_requests"])),
+            (
+                "Prompts of 1,024+ tokens with no cache hit",
+                "cache.missed_requests",
+                fmt.count(cache["missed_requests"]),
+            ),
             ("Their input tokens", "cache.missed_input_tokens", fmt.count(cache["missed_input_tokens"])),
         ]
     )
@@ -204,7 +223,11 @@ def _timings(data: dict[str, Any]) -> str:
     t = data["timings"]
     return facts(
         [
-            ("Successful requests timed", "timings.requests_with_latency", fmt.count(t["requests_with_latency"])),
+            (
+                "Successful requests timed",
+                "timings.requests_with_latency",
+                fmt.count(t["requests_with_latency"]),
+            ),
             ("Latency p50", "timings.latency_ms_p50", fmt.ms(t["latency_ms_p50"])),
             ("Latency p95", "timings.latency_ms_p95", fmt.ms(t["latency_ms_p95"])),
             ("Streams with a first token", "timings.requests_with_ttft", fmt.count(t["requests_with_ttft"])),
@@ -221,7 +244,11 @@ def _drift(data: dict[str, Any]) -> str:
             ("Rows with estimated usage", "estimated.requests", fmt.count(e["requests"])),
             ("Their cost", "estimated.cost_usd", fmt.money(e["cost_usd"])),
             ("Provider-counted rows with an estimate", "drift.requests", fmt.count(d["requests"])),
-            ("costkit's input estimate", "drift.estimated_input_tokens", fmt.count(d["estimated_input_tokens"])),
+            (
+                "costkit's input estimate",
+                "drift.estimated_input_tokens",
+                fmt.count(d["estimated_input_tokens"]),
+            ),
             ("Provider's input count", "drift.provider_input_tokens", fmt.count(d["provider_input_tokens"])),
             ("Net drift (estimate − provider)", "drift.net_drift_tokens", f"{d['net_drift_tokens']:+,}"),
             ("Net drift, percent", "drift.net_drift_pct", fmt.signed_pct(d["net_drift_pct"])),
@@ -303,11 +330,11 @@ def page(report: Report) -> str:
     )
     meta = (
         f'<p class="meta">Ledger {escape(data["ledger"])} · generated {escape(data["generated_at"])} · '
-        f'costkit {escape(data["costkit_version"])} · {escape(period["since"])} inclusive to '
-        f'{escape(period["until"])} exclusive</p>'
+        f"costkit {escape(data['costkit_version'])} · {escape(period['since'])} inclusive to "
+        f"{escape(period['until'])} exclusive</p>"
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(heading)}</title><style>{CSS}</style>"
         f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head>'

@@ -27,7 +27,9 @@ def zone_named(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise PeriodError(f"unknown time zone {name!r} (an IANA name such as 'UTC' or 'Europe/Berlin')") from None
+        raise PeriodError(
+            f"unknown time zone {name!r} (an IANA name such as 'UTC' or 'Europe/Berlin')"
+        ) from None
 
 
 def parse_date(text: str, option: str) -> date:

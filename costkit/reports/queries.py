@@ -103,8 +103,10 @@ def _day_expression(connection: Connection, window: Window) -> tuple[str, dict[s
     for index, (start, minutes) in enumerate(pieces[1:], start=1):
         params[f"change{index}"] = start
         branches.append(f"WHEN r.started_at < :change{index} THEN '{pieces[index - 1][1]:+d} minutes'")
-    modifier = f"CASE {' '.join(branches)} ELSE '{pieces[-1][1]:+d} minutes' END" if branches else (
-        f"'{pieces[0][1]:+d} minutes'"
+    modifier = (
+        f"CASE {' '.join(branches)} ELSE '{pieces[-1][1]:+d} minutes' END"
+        if branches
+        else (f"'{pieces[0][1]:+d} minutes'")
     )
     return f"date(r.started_at, {modifier})", params, list(params)
 
@@ -181,7 +183,9 @@ def by_tags(connection: Connection, window: Window, keys: Sequence[str]) -> list
 def _rows(connection: Connection, window: Window, where: str, order: str) -> list[dict[str, Any]]:
     columns = ", ".join(f"r.{name}" for name in ROW_COLUMNS)
     sql = f"SELECT {columns} FROM costkit_requests r WHERE {_RANGE}{where} ORDER BY {order} LIMIT {TOP_ROWS}"
-    statement = _statement(sql).columns(*(column(n, _TIME if n == "started_at" else None) for n in ROW_COLUMNS))
+    statement = _statement(sql).columns(
+        *(column(n, _TIME if n == "started_at" else None) for n in ROW_COLUMNS)
+    )
     found = [dict(zip(ROW_COLUMNS, values)) for values in connection.execute(statement, window.params())]
     for row in found:
         row["cost_nanousd"] = int(row["cost_nanousd"])
@@ -211,7 +215,10 @@ def most_expensive(connection: Connection, window: Window) -> list[dict[str, Any
 def estimated_rows(connection: Connection, window: Window) -> list[dict[str, Any]]:
     """The period's most expensive rows whose usage costkit estimated (no provider count), with their tags."""
     return _rows(
-        connection, window, " AND r.usage_source = 'estimated'", "r.cost_nanousd DESC, r.started_at, r.request_id"
+        connection,
+        window,
+        " AND r.usage_source = 'estimated'",
+        "r.cost_nanousd DESC, r.started_at, r.request_id",
     )
 
 

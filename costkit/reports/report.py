@@ -53,7 +53,9 @@ def _date(value: date | str | None, option: str) -> date | None:
 class Report:
     """A spend report for one period: ``.frames``, ``.figures``, ``.totals``, ``.data``, ``.write()``."""
 
-    def __init__(self, period: Period, tag_keys: list[str], frames: dict[str, pd.DataFrame], data: dict[str, Any]):
+    def __init__(
+        self, period: Period, tag_keys: list[str], frames: dict[str, pd.DataFrame], data: dict[str, Any]
+    ):
         self.period = period
         self.tag_keys = tag_keys
         self.frames = frames

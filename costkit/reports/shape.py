@@ -118,7 +118,9 @@ def ranked(frame: pd.DataFrame, label: str, total: Mapping[str, int] | None = No
 
 
 def by_model(cube: pd.DataFrame) -> pd.DataFrame:
-    grouped = cube.groupby("model", as_index=False)[list(SUMS)].sum() if len(cube) else _frame([], ["model", *SUMS])
+    grouped = (
+        cube.groupby("model", as_index=False)[list(SUMS)].sum() if len(cube) else _frame([], ["model", *SUMS])
+    )
     return ranked(grouped, "model")
 
 

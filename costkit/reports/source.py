@@ -77,4 +77,6 @@ def read_ledger(source: Ledger | str | URL | None, read: Callable[[Engine], T], 
                 )
             return read(engine)
     except SQLAlchemyError as error:
-        raise DatabaseDown(f"the ledger database {safe_url(url)} cannot be read: {first_line(error)}") from None
+        raise DatabaseDown(
+            f"the ledger database {safe_url(url)} cannot be read: {first_line(error)}"
+        ) from None
