@@ -1,4 +1,4 @@
-"""One read of the ledger for a report: every query of ``queries`` in one transaction, results as plain data."""
+"""One read of the ledger for a report: every query of ``queries`` on one connection, as plain data."""
 
 from __future__ import annotations
 

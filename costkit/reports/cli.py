@@ -10,11 +10,14 @@ are kept when the post fails.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from costkit.cli import BadInput
+
+if TYPE_CHECKING:
+    from costkit.reports.period import Period
 
 
 def _formats(text: str) -> list[str]:
@@ -26,7 +29,7 @@ def _formats(text: str) -> list[str]:
         raise BadInput(f"--format: {error}") from None
 
 
-def default_out(since: str | None, until: str | None, period: Any) -> Path:
+def default_out(since: str | None, until: str | None, period: Period) -> Path:
     """``reports/<last day>`` for the default period, ``reports/<since>_<until>`` for a chosen one."""
     if since is None and until is None:
         return Path("reports") / period.last_day.isoformat()
@@ -65,7 +68,7 @@ def report(
     demo: bool,
     notify: str | None,
 ) -> None:
-    """Write a spend report: the month to date up to the last full day, unless --since/--until say otherwise."""
+    """Write a spend report: the month to date up to the last full day, or --since to --until."""
     from costkit.errors import CostkitError
     from costkit.reports.period import PeriodError, parse_date, period_of
     from costkit.reports.report import report as make_report
@@ -132,14 +135,14 @@ def _stdout_summary(data: dict[str, Any], directory: Path, written: list[Path]) 
     else:
         lines.append(
             f"spend {fmt.money(totals['cost_usd'])} ({fmt.signed_pct(change['cost_pct'])} against the period "
-            f"before), {fmt.count(totals['requests'])} requests, caching saved {fmt.money(data['cache']['saved_usd'])}"
+            f"before), {fmt.count(totals['requests'])} requests, "
+            f"caching saved {fmt.money(data['cache']['saved_usd'])}"
         )
         day = data["last_day"]
         lines.append(f"last day {day['date']}: {fmt.money(day['cost_usd'])}")
         for budget in data["tables"]["budgets"]:
-            lines.append(
-                f"budget {budget['budget']}: {fmt.money(budget['spent_usd'])} of {fmt.money(budget['limit_usd'])} ({fmt.pct(budget['used_pct'])})"
-            )
+            spent, limit = fmt.money(budget["spent_usd"]), fmt.money(budget["limit_usd"])
+            lines.append(f"budget {budget['budget']}: {spent} of {limit} ({fmt.pct(budget['used_pct'])})")
     lines.append(f"wrote {len(written)} files to {directory}/")
     return "\n".join(lines)
 

@@ -23,7 +23,7 @@ SCHEMA = "costkit.report/1"
 
 
 def usd_text(amount: Decimal) -> str:
-    """Exact dollars as report text: at least cents, no trailing zeros beyond (``'0.003532'``, ``'12.50'``)."""
+    """Exact dollars as text: at least cents, no trailing zeros beyond them (``'0.003532'``, ``'12.50'``)."""
     return format_usd(int(amount * NANO_PER_USD))
 
 
@@ -48,7 +48,7 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """A table's rows as JSON objects (what the page shows and the CSV holds)."""
     columns = [str(c) for c in frame.columns]
     return [
-        {column: plain(value, column) for column, value in zip(columns, row)}
+        {column: plain(value, column) for column, value in zip(columns, row, strict=True)}
         for row in frame.itertuples(index=False, name=None)
     ]
 

@@ -250,7 +250,7 @@ class _Traffic:
 def fill_demo(
     url: str | None = None, *, days: int = DEFAULT_DAYS, seed: int = DEFAULT_SEED, end: date | None = None
 ) -> tuple[str, int]:
-    """Fill the demo ledger (default ``demo_path()``) with ``days`` days of traffic ending the day before ``end``.
+    """Fill the demo ledger (default ``demo_path()``) with ``days`` days up to the day before ``end``.
 
     Returns ``(url, rows recorded)``. Earlier demo rows are replaced; a ledger holding any
     other row is refused (``ValueError``), so real traffic never mixes with demo data.
@@ -283,7 +283,7 @@ def _clear_demo(ledger: Ledger) -> None:
         ).scalar_one()
         if others:
             raise ValueError(
-                f"{ledger!r} holds {others} requests that are not demo traffic: the demo needs its own database"
+                f"{ledger!r} holds {others} requests not from the demo: the demo needs a database of its own"
             )
         connection.execute(
             text("DELETE FROM costkit_request_tags WHERE request_id LIKE :demo"), {"demo": f"{ID_PREFIX}%"}

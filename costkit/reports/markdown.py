@@ -46,7 +46,8 @@ def summary(data: dict[str, Any]) -> str:
         f"- Spend **{fmt.money(totals['cost_usd'])}** ({fmt.signed_pct(change['cost_pct'])} against "
         f"{fmt.money(previous['cost_usd'])} the period before), {fmt.count(totals['requests'])} requests",
         f"- Tokens: {fmt.count(totals['uncached_input_tokens'])} input, "
-        f"{fmt.count(totals['cached_input_tokens'])} cached input, {fmt.count(totals['output_tokens'])} output",
+        f"{fmt.count(totals['cached_input_tokens'])} cached input, "
+        f"{fmt.count(totals['output_tokens'])} output",
     ]
     day = data["last_day"]
     lines.append(
@@ -75,7 +76,8 @@ def summary(data: dict[str, Any]) -> str:
     statuses, timings = data["statuses"], data["timings"]
     lines.append(
         f"- Errors {fmt.count(statuses['error'])}, partial {fmt.count(statuses['partial'])}, "
-        f"blocked {fmt.count(statuses['blocked'])}; estimated usage on {fmt.count(data['estimated']['requests'])} "
-        f"rows; latency p50 {fmt.ms(timings['latency_ms_p50'])}, p95 {fmt.ms(timings['latency_ms_p95'])}"
+        f"blocked {fmt.count(statuses['blocked'])}; "
+        f"estimated usage on {fmt.count(data['estimated']['requests'])} rows; "
+        f"latency p50 {fmt.ms(timings['latency_ms_p50'])}, p95 {fmt.ms(timings['latency_ms_p95'])}"
     )
     return "\n".join(lines) + "\n"

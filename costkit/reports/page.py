@@ -11,6 +11,7 @@ they reach plotly, whose labels understand a few HTML tags. The embedded copy of
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from costkit.reports.style import CSS
 if TYPE_CHECKING:
     from costkit.reports.report import Report
 
+NO_BUDGETS = "No budgets configured ([[budget]] in costkit.toml)."
 COLUMNS: dict[str, list[tuple[str, str]]] = {
     "daily": [
         ("date", "Date"),
@@ -147,7 +149,7 @@ def embedded_json(data: dict[str, Any]) -> str:
 
 
 def _totals(data: dict[str, Any]) -> str:
-    rows = [
+    rows: list[tuple[str, str, Callable[[Any], str]]] = [
         ("Requests", "requests", fmt.count),
         ("Input tokens (not cached)", "uncached_input_tokens", fmt.count),
         ("Cached input tokens", "cached_input_tokens", fmt.count),
@@ -283,7 +285,7 @@ def page(report: Report) -> str:
             _chart(report, "budgets"),
             table("budgets", tables["budgets"], COLUMNS["budgets"])
             if tables["budgets"]
-            else '<p class="none" data-table="budgets">No budgets configured ([[budget]] in costkit.toml).</p>',
+            else f'<p class="none" data-table="budgets">{NO_BUDGETS}</p>',
         ),
         _section(
             "by-model",

@@ -41,7 +41,7 @@ def parse_date(text: str, option: str) -> date:
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """The moment ``day`` starts in ``zone``, in UTC (a midnight a clock change skips: the first moment after)."""
+    """The moment ``day`` starts in ``zone``, in UTC (a skipped midnight: the first moment after it)."""
     return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(timezone.utc)
 
 

@@ -92,7 +92,7 @@ def _statement(sql: str, times: Sequence[str] = ("since", "until"), expanding: S
 
 
 def _day_expression(connection: Connection, window: Window) -> tuple[str, dict[str, Any], list[str]]:
-    """SQL for the local date (``YYYY-MM-DD`` text) of ``r.started_at``, its parameters and time parameters."""
+    """SQL for the local date (``YYYY-MM-DD`` text) of ``r.started_at``, its parameters, which are times."""
     if connection.dialect.name == "postgresql":
         return "to_char(r.started_at AT TIME ZONE :tz, 'YYYY-MM-DD')", {"tz": window.zone.key}, []
     pieces = offset_changes(window.zone, window.since, window.until)
@@ -100,7 +100,7 @@ def _day_expression(connection: Connection, window: Window) -> tuple[str, dict[s
         return "substr(r.started_at, 1, 10)", {}, []  # UTC: the stored text starts with the date
     params: dict[str, Any] = {}
     branches = []
-    for index, (start, minutes) in enumerate(pieces[1:], start=1):
+    for index, (start, _) in enumerate(pieces[1:], start=1):
         params[f"change{index}"] = start
         branches.append(f"WHEN r.started_at < :change{index} THEN '{pieces[index - 1][1]:+d} minutes'")
     modifier = (
@@ -123,14 +123,14 @@ def cube(connection: Connection, window: Window) -> list[dict[str, Any]]:
     """
     day, day_params, day_times = _day_expression(connection, window)
     drift = "r.usage_source = 'provider' AND r.estimated_input_tokens IS NOT NULL"
+    missed = f"r.cached_input_tokens = 0 AND r.input_tokens >= {CACHE_MIN_PROMPT}"
     sql = f"""
         SELECT {day} AS day, r.model, r.price_id, r.status, r.usage_source,
             COUNT(*), SUM(r.input_tokens), SUM(r.cached_input_tokens), SUM(r.output_tokens),
             SUM(r.cost_nanousd),
             SUM(CASE WHEN r.cached_input_tokens > 0 THEN 1 ELSE 0 END),
-            SUM(CASE WHEN r.cached_input_tokens = 0 AND r.input_tokens >= {CACHE_MIN_PROMPT} THEN 1 ELSE 0 END),
-            SUM(CASE WHEN r.cached_input_tokens = 0 AND r.input_tokens >= {CACHE_MIN_PROMPT}
-                THEN r.input_tokens ELSE 0 END),
+            SUM(CASE WHEN {missed} THEN 1 ELSE 0 END),
+            SUM(CASE WHEN {missed} THEN r.input_tokens ELSE 0 END),
             SUM(CASE WHEN {drift} THEN 1 ELSE 0 END),
             SUM(CASE WHEN {drift} THEN r.estimated_input_tokens ELSE 0 END),
             SUM(CASE WHEN {drift} THEN r.input_tokens ELSE 0 END),
@@ -144,7 +144,7 @@ def cube(connection: Connection, window: Window) -> list[dict[str, Any]]:
     result = connection.execute(statement, {**window.params(), **day_params})
     rows = []
     for values in result:
-        row = dict(zip(CUBE_COLUMNS, values))
+        row = dict(zip(CUBE_COLUMNS, values, strict=True))
         for name in CUBE_COLUMNS[5:]:
             row[name] = _money(row[name])
         rows.append(row)
@@ -159,7 +159,7 @@ def totals(connection: Connection, window: Window) -> dict[str, int]:
         FROM costkit_requests r WHERE {_RANGE}
     """
     values = connection.execute(_statement(sql), window.params()).one()
-    return {name: _money(value) for name, value in zip(TOTAL_COLUMNS, values)}
+    return {name: _money(value) for name, value in zip(TOTAL_COLUMNS, values, strict=True)}
 
 
 def by_tags(connection: Connection, window: Window, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -175,7 +175,7 @@ def by_tags(connection: Connection, window: Window, keys: Sequence[str]) -> list
     """
     result = connection.execute(_statement(sql, expanding=["keys"]), {**window.params(), "keys": list(keys)})
     return [
-        {"key": key, "value": value, **{n: _money(v) for n, v in zip(TOTAL_COLUMNS, sums)}}
+        {"key": key, "value": value, **{n: _money(v) for n, v in zip(TOTAL_COLUMNS, sums, strict=True)}}
         for key, value, *sums in result
     ]
 
@@ -186,7 +186,10 @@ def _rows(connection: Connection, window: Window, where: str, order: str) -> lis
     statement = _statement(sql).columns(
         *(column(n, _TIME if n == "started_at" else None) for n in ROW_COLUMNS)
     )
-    found = [dict(zip(ROW_COLUMNS, values)) for values in connection.execute(statement, window.params())]
+    found = [
+        dict(zip(ROW_COLUMNS, values, strict=True))
+        for values in connection.execute(statement, window.params())
+    ]
     for row in found:
         row["cost_nanousd"] = int(row["cost_nanousd"])
         row["stream"] = bool(row["stream"])
@@ -267,37 +270,39 @@ def timings(connection: Connection, window: Window) -> dict[str, dict[str, int |
 
 def _timings_in_sql(connection: Connection, window: Window) -> dict[str, dict[str, int | None]]:
     parts = []
-    for column in TIMING_COLUMNS:
-        parts.append(f"COUNT(r.{column})")
-        parts += [f"percentile_disc({p}) WITHIN GROUP (ORDER BY r.{column})" for p in PERCENTILES]
+    for name in TIMING_COLUMNS:
+        parts.append(f"COUNT(r.{name})")
+        parts += [f"percentile_disc({p}) WITHIN GROUP (ORDER BY r.{name})" for p in PERCENTILES]
     sql = f"SELECT {', '.join(parts)} FROM costkit_requests r WHERE {_RANGE} AND r.status = 'ok'"
     values = list(connection.execute(_statement(sql), window.params()).one())
     found: dict[str, dict[str, int | None]] = {}
-    for index, column in enumerate(TIMING_COLUMNS):
+    for index, name in enumerate(TIMING_COLUMNS):
         count, *ranks = values[index * 3 : index * 3 + 3]
-        found[column] = {"count": int(count), **_named(ranks)}
+        found[name] = {"count": int(count), **_named(ranks)}
     return found
 
 
 def _named(ranks: Sequence[Any]) -> dict[str, int | None]:
-    return {f"p{round(p * 100)}": None if v is None else int(v) for p, v in zip(PERCENTILES, ranks)}
+    return {
+        f"p{round(p * 100)}": None if v is None else int(v) for p, v in zip(PERCENTILES, ranks, strict=True)
+    }
 
 
 def _timings_ranked(connection: Connection, window: Window) -> dict[str, dict[str, int | None]]:
     import numpy as np
 
     found: dict[str, dict[str, int | None]] = {}
-    for column in TIMING_COLUMNS:
+    for name in TIMING_COLUMNS:
         sql = (
-            f"SELECT r.{column} FROM costkit_requests r "
-            f"WHERE {_RANGE} AND r.status = 'ok' AND r.{column} IS NOT NULL"
+            f"SELECT r.{name} FROM costkit_requests r "
+            f"WHERE {_RANGE} AND r.status = 'ok' AND r.{name} IS NOT NULL"
         )
         values = np.fromiter(
             (v for (v,) in connection.execute(_statement(sql), window.params())), dtype=np.int64
         )
         if values.size == 0:
-            found[column] = {"count": 0, **_named([None] * len(PERCENTILES))}
+            found[name] = {"count": 0, **_named([None] * len(PERCENTILES))}
             continue
         ranks = np.percentile(values, [p * 100 for p in PERCENTILES], method="inverted_cdf")
-        found[column] = {"count": int(values.size), **_named([int(v) for v in ranks])}
+        found[name] = {"count": int(values.size), **_named([int(v) for v in ranks])}
     return found

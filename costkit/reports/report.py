@@ -62,7 +62,8 @@ class Report:
         self.data = data
 
     def __repr__(self) -> str:
-        return f"<Report {self.period.first} to {self.period.end} ({self.period.tz}): ${self.data['totals']['cost_usd']}>"
+        period = self.period
+        return f"<Report {period.first} to {period.end} ({period.tz}): ${self.data['totals']['cost_usd']}>"
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -95,7 +96,7 @@ class Report:
         return summary(self.data)
 
     def write(self, out_dir: str | os.PathLike[str], formats: Iterable[str] = FORMATS) -> list[Path]:
-        """Write the chosen files (``html``, ``json``, ``csv``, ``md``) into ``out_dir``; returns their paths."""
+        """Write the files (``html``, ``json``, ``csv``, ``md``) into ``out_dir``, returning their paths."""
         from costkit.reports.files import write_files
 
         return write_files(self, Path(out_dir), list(formats))
@@ -132,7 +133,8 @@ def report(
     def read(engine: Any) -> tuple[Aggregates, list[dict[str, Any]]]:
         return aggregate(engine, period, keys), budget_rows(engine, chosen, period.until)
 
-    aggregates, budget_table = read_ledger(ledger, read, (Aggregates(), []))
+    nothing: tuple[Aggregates, list[dict[str, Any]]] = (Aggregates(), [])
+    aggregates, budget_table = read_ledger(ledger, read, nothing)
     frames, data = build(period, keys, aggregates, budget_table)
     data["ledger"] = _ledger_label(ledger)
     data["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -3,7 +3,7 @@
 CSS = """
 :root { color-scheme: light; --ink: #1d232b; --muted: #5a6472; --line: #dde2e8; --band: #f5f7fa; }
 * { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); }
+body { margin: 0; color: var(--ink); font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
 header, main { max-width: 1180px; margin: 0 auto; padding: 0 24px; }
 header { padding-top: 24px; }
 h1 { font-size: 1.6rem; margin: 0 0 4px; }
@@ -16,8 +16,9 @@ table { border-collapse: collapse; width: 100%; font-size: 0.88rem; margin: 8px 
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 thead th { background: var(--band); position: sticky; top: 0; }
 td { overflow-wrap: anywhere; max-width: 32ch; }
+td[data-col="date"], td[data-col$="_at"] { white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 10px; margin: 8px 0; }
+.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 10px; }
 .facts div { background: var(--band); border-radius: 6px; padding: 8px 12px; }
 .facts dt { color: var(--muted); font-size: 0.82rem; }
 .facts dd { margin: 2px 0 0; font-size: 1.1rem; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
