@@ -92,7 +92,7 @@ def ranking(frame: pd.DataFrame, label: str, title: str) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=_dollars(ordered["cost_usd"]),
-            y=[escape(str(v)) for v in ordered[label]],
+            y=[escape(str(v), quote=False) for v in ordered[label]],
             orientation="h",
             marker_color=COLORS["input"],
             customdata=[usd_text(v) for v in ordered["cost_usd"]],
@@ -109,7 +109,7 @@ def ranking(frame: pd.DataFrame, label: str, title: str) -> go.Figure:
 
 
 def budgets(frame: pd.DataFrame) -> go.Figure:
-    names = [escape(str(v)) for v in frame["budget"]]
+    names = [escape(str(v), quote=False) for v in frame["budget"]]
     figure = go.Figure()
     for column, label, color in (
         ("spent_usd", "Spent", COLORS["input"]),
@@ -144,8 +144,8 @@ def figures(report: Report) -> dict[str, go.Figure]:
         "by_model": ranking(frames["by_model"], "model", "Spend by model, top 10 (USD)"),
     }
     for key, stem in report.data["tags"].items():
-        found[stem] = ranking(frames[stem], "value", f"Spend by tag {escape(key)}, top 10 (USD)")
-        found[stem].update_yaxes(title={"text": f"Tag {escape(key)}"})
+        found[stem] = ranking(frames[stem], "value", f"Spend by tag {escape(key, quote=False)}, top 10 (USD)")
+        found[stem].update_yaxes(title={"text": f"Tag {escape(key, quote=False)}"})
     if len(frames["budgets"]):
         found["budgets"] = budgets(frames["budgets"])
     return found
