@@ -35,6 +35,7 @@ def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates
     window = Window(period.since, period.until, zone)
     before = period.previous()
     with engine.connect() as connection:
+        queries.tune(connection)
         return Aggregates(
             cube=queries.cube(connection, window),
             previous=queries.totals(connection, Window(before.since, before.until, zone)),
