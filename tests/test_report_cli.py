@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,15 @@ def test_report_demo_makes_the_demo_ledger_beside_the_real_one_and_reports_on_it
     assert report["drift"]["requests"] > 0
     monthly = report["tables"]["budgets"][0]
     assert monthly["budget"] == "demo-monthly"
+    assert Decimal(monthly["forecast_pct"]) >= 50  # a budget the traffic comes close to
+    weekdays = [
+        d["requests"] for d in report["tables"]["daily"] if date.fromisoformat(d["date"]).weekday() < 5
+    ]
+    weekends = [
+        d["requests"] for d in report["tables"]["daily"] if date.fromisoformat(d["date"]).weekday() >= 5
+    ]
+    if weekends and weekdays:  # quieter weekends
+        assert max(weekends) < min(weekdays)
     with sqlite3.connect(data / "costkit" / "demo.sqlite") as connection:
         total = connection.execute(
             "SELECT SUM(cost_nanousd) FROM costkit_requests WHERE started_at >= ? AND started_at < ?",
