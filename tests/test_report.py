@@ -422,3 +422,12 @@ def test_report_json_csv_and_page_agree(db_url: str, tmp_path: Path) -> None:
     assert page.paths["totals.cost_usd"] == f"${int(whole):,}.{fraction}"
     assert page.paths["cache.saved_usd"].replace(",", "") == "$" + data["cache"]["saved_usd"]
     assert page.paths["timings.latency_ms_p50"] == data["timings"]["latency_ms_p50"] + " ms"
+
+
+def test_a_ledger_the_caller_holds_is_read_after_flush(db_url: str) -> None:
+    with costkit.Ledger(db_url) as ledger:
+        ledger.record(row(day("2026-11-02"), output=7))
+        assert ledger.flush(timeout=30)
+        report = costkit.report(ledger, since="2026-11-02", until="2026-11-03")
+    assert report.totals["cost_nanousd"] == price("gpt-4.1", 2006, 1920, 7)
+    assert report.data["ledger"] == ledger.url.render_as_string(hide_password=True)
