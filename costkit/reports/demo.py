@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from costkit.budgets.budget import Budget
+from costkit.counting.tokens import count_text
 from costkit.errors import RequestRefused
 from costkit.intercept.accounting import Call
 from costkit.intercept.options import Options
@@ -156,6 +157,7 @@ class _Traffic:
             )
             for f in FEATURES
         }
+        self.system_tokens = {name: count_text(text) for name, text in self.system.items()}
         self.last_seen: dict[str, datetime] = {}
 
     def day(self, day: date) -> None:
@@ -213,15 +215,11 @@ class _Traffic:
             return
         estimate = call.verdict.input_tokens if call.verdict is not None else 0
         prompt = estimate + (rng.choice((0, 0, 0, 1, 2, -1)) if rng.random() < 0.3 else 0)
-        prefix = len(self.system[feature.name])  # characters; the cached part is a 128-token step below it
+        # The shared system prompt is cached in 128-token steps when the feature ran minutes ago.
         warm = feature.name in self.last_seen and start - self.last_seen[feature.name] < timedelta(minutes=8)
         self.last_seen[feature.name] = start
-        system_tokens = max(0, estimate - 200)
-        cached = (
-            (system_tokens // 128) * 128
-            if warm and system_tokens >= 1024 and prefix and rng.random() < 0.9
-            else 0
-        )
+        shared = self.system_tokens[feature.name]
+        cached = (shared // 128) * 128 if warm and shared >= 1024 and rng.random() < 0.9 else 0
         output = rng.randint(*feature.output)
         text = _prompt(rng, max(1, output * 3 // 4))
         usage = {
