@@ -109,28 +109,32 @@ def ranking(frame: pd.DataFrame, label: str, title: str) -> go.Figure:
 
 
 def budgets(frame: pd.DataFrame) -> go.Figure:
+    """Spend and forecast as a percentage of each limit, so a $20 and a $0.10 budget read alike."""
     names = [escape(str(v), quote=False) for v in frame["budget"]]
     figure = go.Figure()
-    for column, label, color in (
-        ("spent_usd", "Spent", COLORS["input"]),
-        ("forecast_usd", "Forecast to period end", COLORS["output"]),
-        ("limit_usd", "Limit", COLORS["other"]),
+    for percent, money, label, color in (
+        ("used_pct", "spent_usd", "Spent", COLORS["input"]),
+        ("forecast_pct", "forecast_usd", "Forecast to period end", COLORS["output"]),
     ):
-        values = list(frame[column])
         figure.add_bar(
             name=label,
             x=names,
-            y=[0.0 if v is None else float(v) for v in values],
+            y=[0.0 if v is None else float(v) for v in frame[percent]],
             marker_color=color,
-            customdata=["n/a" if v is None else usd_text(v) for v in values],
-            hovertemplate=f"%{{x}}<br>{label}: $%{{customdata}}<extra></extra>",
+            customdata=[
+                ["n/a" if m is None else usd_text(m), usd_text(limit)]
+                for m, limit in zip(frame[money], frame["limit_usd"], strict=True)
+            ],
+            hovertemplate=f"%{{x}}<br>{label}: $%{{customdata[0]}} of $%{{customdata[1]}}"
+            " (%{y}%)<extra></extra>",
         )
+    figure.add_hline(y=100, line_dash="dash", line_color=COLORS["other"], annotation_text="limit")
     figure.update_layout(
         **_LAYOUT,
         barmode="group",
-        title={"text": "Budgets this period: spent, forecast and limit (USD)"},
+        title={"text": "Budgets this period: spent and forecast (% of the limit)"},
         xaxis={"title": {"text": "Budget"}, "type": "category"},
-        yaxis=_money_axis("USD"),
+        yaxis={"title": {"text": "Percent of the limit (%)"}, "ticksuffix": "%", "rangemode": "tozero"},
     )
     return figure
 

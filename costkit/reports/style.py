@@ -16,7 +16,8 @@ table { border-collapse: collapse; width: 100%; font-size: 0.88rem; margin: 8px 
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 thead th { background: var(--band); position: sticky; top: 0; }
 td { overflow-wrap: anywhere; max-width: 32ch; }
-td[data-col="date"], td[data-col$="_at"] { white-space: nowrap; }
+td[data-col="date"], td[data-col$="_at"], td[data-col^="period_"] { white-space: nowrap; }
+td[data-col="budget"], td[data-col="tags"] { overflow-wrap: normal; min-width: 12ch; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 10px; }
 .facts div { background: var(--band); border-radius: 6px; padding: 8px 12px; }
