@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "wrap": "costkit.intercept.transports",
     "tags": "costkit.intercept.attribution",
     "current_tags": "costkit.intercept.attribution",
+    "report": "costkit.reports.report",
 }
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "current_tags",
     "default_price_book",
     "preflight",
+    "report",
     "tags",
     "to_usd",
     "wrap",
@@ -123,6 +125,7 @@ if TYPE_CHECKING:
     from costkit.ledger.row import Row
     from costkit.money import to_usd
     from costkit.pricing import Cost, Price, PriceBook, cost, default_price_book
+    from costkit.reports.report import report
     from costkit.verdict import DEFAULT_OUTPUT_RESERVE, Preflight, preflight
 
 

@@ -20,6 +20,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "guard": "costkit.guard.cli:guard",
     "db": "costkit.ledger.cli:db",
     "ledger": "costkit.ledger.cli:ledger",
+    "report": "costkit.reports.cli:report",
+    "demo": "costkit.reports.cli:demo",
 }
 
 
