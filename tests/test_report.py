@@ -80,6 +80,24 @@ def test_totals_equal_the_ledgers_exact_sum_and_the_period_bounds_hold(db_url: s
     assert daily["cost_usd"].iloc[1] == Decimal(inside[1] + inside[2]).scaleb(-9)
 
 
+def test_no_change_in_percent_against_a_previous_period_the_ledger_only_partly_holds(db_url: str) -> None:
+    # The ledger begins on 2026-10-31, inside the previous period (2026-10-29 to 2026-11-01).
+    first = row(day("2026-10-31"), input_tokens=100, cached=0, output=1)
+    fill(db_url, [first, row(day("2026-11-02"), input_tokens=900, cached=0, output=0)])
+    report = costkit.report(db_url, since="2026-11-01", until="2026-11-04")
+    assert report.data["previous_whole"] is False
+    assert report.data["change"]["cost_nanousd"] == price("gpt-4.1", 900, 0, 0) - price("gpt-4.1", 100, 0, 1)
+    assert (report.data["change"]["cost_pct"], report.data["change"]["requests_pct"]) == (None, None)
+    assert "the ledger begins inside the period before" in report.to_markdown()
+    # A row before 2026-10-29 makes the previous period whole, and the change is shown again.
+    fill(db_url, [row(day("2026-10-01"), input_tokens=5, cached=0, output=0)])
+    again = costkit.report(db_url, since="2026-11-01", until="2026-11-04")
+    assert again.data["previous_whole"] is True
+    before = price("gpt-4.1", 100, 0, 1)
+    expected = (Decimal(price("gpt-4.1", 900, 0, 0) - before) * 100 / before).quantize(Decimal("0.1"))
+    assert Decimal(again.data["change"]["cost_pct"]) == expected
+
+
 def test_spend_per_day_is_split_by_token_kind_and_caching_savings_are_exact(db_url: str) -> None:
     fill(
         db_url,

@@ -21,6 +21,7 @@ class Aggregates:
 
     cube: list[dict[str, Any]] = field(default_factory=list)
     previous: dict[str, int] = field(default_factory=lambda: dict.fromkeys(queries.TOTAL_COLUMNS, 0))
+    previous_whole: bool = False  # the ledger reaches back to the start of the previous period
     tags: list[dict[str, Any]] = field(default_factory=list)
     top: list[dict[str, Any]] = field(default_factory=list)
     estimated: list[dict[str, Any]] = field(default_factory=list)
@@ -51,6 +52,7 @@ def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates
     def rest(connection: Connection) -> dict[str, Any]:
         return {
             "previous": queries.totals(connection, before),
+            "previous_whole": queries.has_rows_before(connection, before.since),
             "top": queries.most_expensive(connection, window),
             "estimated": queries.estimated_rows(connection, window),
             "problems": queries.problems(connection, window),

@@ -44,7 +44,8 @@ def build(
         "empty": totals["requests"] == 0,
         "totals": totals,
         "previous_totals": previous,
-        "change": content.change(totals, previous),
+        "previous_whole": aggregates.previous_whole,
+        "change": content.change(totals, previous, whole=aggregates.previous_whole),
         "last_day": {
             "date": str(last["date"]),
             **last_day,

@@ -134,8 +134,13 @@ def _stdout_summary(data: dict[str, Any], directory: Path, written: list[Path]) 
         lines.append("no requests in this period")
     else:
         lines.append(
-            f"spend {fmt.money(totals['cost_usd'])} ({fmt.signed_pct(change['cost_pct'])} against the period "
-            f"before), {fmt.count(totals['requests'])} requests, "
+            f"spend {fmt.money(totals['cost_usd'])} "
+            + (
+                f"({fmt.signed_pct(change['cost_pct'])} against the period before), "
+                if data["previous_whole"]
+                else "(the ledger begins inside the period before: no change shown), "
+            )
+            + f"{fmt.count(totals['requests'])} requests, "
             f"caching saved {fmt.money(data['cache']['saved_usd'])}"
         )
         day = data["last_day"]

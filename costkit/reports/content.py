@@ -61,16 +61,17 @@ def sums(values: dict[str, int]) -> dict[str, Any]:
     return found
 
 
-def change(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    """Differences from an earlier period: absolute, and in percent (None when the earlier one was 0)."""
+def change(now: dict[str, Any], before: dict[str, Any], *, whole: bool = True) -> dict[str, Any]:
+    """Differences from an earlier period: absolute, and in percent (None when the earlier one was 0,
+    or was not ``whole``: a ledger begun halfway through it would show a growth that never was)."""
     cost = now["cost_nanousd"] - before["cost_nanousd"]
     requests = now["requests"] - before["requests"]
     return {
         "requests": requests,
-        "requests_pct": plain(percent(requests, before["requests"])),
+        "requests_pct": plain(percent(requests, before["requests"])) if whole else None,
         "cost_nanousd": cost,
         "cost_usd": format_usd(cost) if cost >= 0 else "-" + format_usd(-cost),
-        "cost_pct": plain(percent(cost, before["cost_nanousd"])),
+        "cost_pct": plain(percent(cost, before["cost_nanousd"])) if whole else None,
     }
 
 

@@ -42,9 +42,14 @@ def summary(data: dict[str, Any]) -> str:
         lines.append("No requests in this period.")
         return "\n".join(lines) + "\n"
     previous = data["previous_totals"]
+    against = (
+        f"{fmt.signed_pct(change['cost_pct'])} against {fmt.money(previous['cost_usd'])} the period before"
+        if data["previous_whole"]
+        else f"the ledger begins inside the period before ({fmt.money(previous['cost_usd'])} in it): "
+        "no change shown"
+    )
     lines += [
-        f"- Spend **{fmt.money(totals['cost_usd'])}** ({fmt.signed_pct(change['cost_pct'])} against "
-        f"{fmt.money(previous['cost_usd'])} the period before), {fmt.count(totals['requests'])} requests",
+        f"- Spend **{fmt.money(totals['cost_usd'])}** ({against}), {fmt.count(totals['requests'])} requests",
         f"- Tokens: {fmt.count(totals['uncached_input_tokens'])} input, "
         f"{fmt.count(totals['cached_input_tokens'])} cached input, "
         f"{fmt.count(totals['output_tokens'])} output",

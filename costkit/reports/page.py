@@ -163,10 +163,16 @@ def _totals(data: dict[str, Any]) -> str:
         for label, key, show in rows
     )
     previous = data["previous_period"]
+    partial = (
+        ""
+        if data["previous_whole"]
+        else '<p class="meta" id="previous-not-whole">The ledger begins inside the previous period, '
+        "so that period is not whole: no change in percent is shown.</p>"
+    )
     return (
         '<div class="scroll"><table data-table="totals"><thead><tr><th></th><th scope="col">This period</th>'
         f'<th scope="col">Previous period ({escape(previous["since"])} to {escape(previous["until"])})</th>'
-        f"</tr></thead><tbody>{body}</tbody></table></div>"
+        f"</tr></thead><tbody>{body}</tbody></table></div>{partial}"
         + facts(
             [
                 ("Change in spend", "change.cost_usd", _signed_money(change["cost_usd"])),

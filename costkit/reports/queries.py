@@ -169,6 +169,13 @@ def totals(connection: Connection, window: Window) -> dict[str, int]:
     return {name: _money(value) for name, value in zip(TOTAL_COLUMNS, values, strict=True)}
 
 
+def has_rows_before(connection: Connection, moment: datetime) -> bool:
+    """Whether the ledger holds a request that started before ``moment`` (one index probe): when
+    it holds none before the previous period, that period is not whole and no change is shown."""
+    sql = "SELECT 1 FROM costkit_requests r WHERE r.started_at < :since LIMIT 1"
+    return connection.execute(_statement(sql, times=("since",)), {"since": moment}).first() is not None
+
+
 def by_tags(connection: Connection, window: Window, keys: Sequence[str]) -> list[dict[str, Any]]:
     """Requests, tokens and cost per value of each tag key, through the tag table (one pass for all keys)."""
     if not keys:
