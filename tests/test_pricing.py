@@ -592,3 +592,36 @@ def test_without_a_date_the_price_in_effect_is_the_one_of_todays_utc_date(tmp_pa
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_no_price_in_effect_says_for_which_model_day_and_host():
+    book = PriceBook.builtin()
+    models = "gpt-4.1, gpt-4.1-mini, gpt-4.1-nano"
+    with pytest.raises(UnknownModel) as no_host:
+        book.price_for("openai/gpt-4.1", date(2020, 1, 1))
+    assert str(no_host.value) == f"unknown price for 'gpt-4.1 at 2020-01-01'; known: {models}"
+    with pytest.raises(UnknownModel) as with_host:
+        book.price_for("gpt-4.1", date(2020, 1, 1), "Platform.Qubrid.com.")
+    assert str(with_host.value) == (
+        f"unknown price for 'gpt-4.1 at 2020-01-01 at host platform.qubrid.com'; known: {models}"
+    )
+
+
+def test_an_aware_moment_is_priced_by_its_utc_date_and_a_naive_one_is_taken_as_utc(tmp_path, monkeypatch):
+    path = write_prices(
+        tmp_path, ENTRY.replace("'x'", "'from-jan-2'").replace("2026-01-01", "2026-01-02") + RATES
+    )
+    book = PriceBook.builtin().with_file(path)
+    berlin = ZoneInfo("Europe/Berlin")
+    # 00:30 on 2 January in Berlin is 23:30 on 1 January in UTC: the entry is not in effect yet.
+    assert book.price_for("gpt-4.1", datetime(2026, 1, 2, 0, 30, tzinfo=berlin)).id == "gpt-4.1@2025-04-14"
+    assert book.price_for("gpt-4.1", datetime(2026, 1, 2, 1, 30, tzinfo=berlin)).id == "from-jan-2"
+    # Neither depends on the machine's zone: 12 hours behind UTC, local dates would differ from both.
+    monkeypatch.setenv("TZ", "Etc/GMT+12")
+    time.tzset()
+    try:
+        assert book.price_for("gpt-4.1", datetime(2026, 1, 2, 6, 0, tzinfo=timezone.utc)).id == "from-jan-2"
+        assert book.price_for("gpt-4.1", datetime(2026, 1, 1, 20, 0)).id == "gpt-4.1@2025-04-14"  # naive: UTC
+    finally:
+        monkeypatch.undo()
+        time.tzset()
