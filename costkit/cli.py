@@ -20,6 +20,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "guard": "costkit.guard.cli:guard",
     "db": "costkit.ledger.cli:db",
     "ledger": "costkit.ledger.cli:ledger",
+    "proxy": "costkit.proxy.cli:proxy",
 }
 
 
