@@ -186,8 +186,9 @@ def test_a_caller_that_leaves_mid_stream_leaves_a_partial_row(upstream, tmp_path
     with running_proxy(upstream.base_url, sqlite_url(tmp_path), tmp_path) as proxy:
         with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
             head = (
-                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"X-Fake-Chunk-Delay-Ms: 100\r\nX-Fake-Completion-Words: 60\r\nContent-Length: {len(body)}\r\n\r\n"
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "X-Fake-Chunk-Delay-Ms: 100\r\nX-Fake-Completion-Words: 60\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
             )
             sock.sendall(head.encode() + body)
             assert b"200 OK" in sock.recv(65536)
