@@ -272,3 +272,23 @@ def test_the_proxy_command_is_listed_and_starts_fast():
     done = subprocess.run([COSTKIT, "--help"], capture_output=True, text=True, timeout=60)
     assert "proxy" in done.stdout
     assert time.monotonic() - started < 5
+
+
+def test_paths_under_v1_map_onto_the_upstream_base_and_others_onto_its_origin(upstream, tmp_path):
+    upstream.reset()
+    with running_proxy(upstream.base_url, sqlite_url(tmp_path), tmp_path) as proxy:
+        direct = httpx.get(
+            f"{upstream.base_url}/models/openai%2Fgpt-4.1?x=1", headers={"X-Costkit-Tags": "a=b"}
+        )
+        via = httpx.get(f"{proxy.base_url}/models/openai%2Fgpt-4.1?x=1", headers={"X-Costkit-Tags": "a=b"})
+        other = httpx.delete(f"{proxy.origin}/elsewhere?y=2")
+        assert (via.status_code, via.content) == (direct.status_code, direct.content)
+        assert [(r.method, r.path) for r in upstream.requests[1:]] == [
+            ("GET", "/v1/models/openai%2Fgpt-4.1?x=1"),
+            ("DELETE", "/elsewhere?y=2"),
+        ]
+        assert upstream.requests[1].header("X-Costkit-Tags") is None  # costkit's header stays home
+        assert (
+            other.status_code == 404 and other.json()["error"]["message"] == "Invalid URL (DELETE /elsewhere)"
+        )
+        assert proxy.rows() == []  # nothing but chat completions is recorded
