@@ -196,7 +196,7 @@ def test_a_caller_that_leaves_mid_stream_leaves_a_partial_row(upstream, tmp_path
         assert len(upstream.requests) == 1
     assert row["status"] == "partial"
     assert "ClientDisconnected" in row["notes"]
-    assert row["latency_us"] < 5_000_000  # closed at the next chunk, not at the end of the 6 s stream
+    assert row["latency_us"] < 3_000_000  # closed when the caller left, not at the end of the 6 s stream
 
 
 def _stream_all(base_url: str, n: int, headers: dict[str, str], results: list[bytes | BaseException]) -> None:

@@ -8,7 +8,8 @@ dropped, see ``headers``) goes up, the upstream's status, headers and body come 
 each chunk sent on as it arrives (``aiter_raw``: the bytes as they came, still compressed
 when the upstream compressed them). A declared refusal becomes an OpenAI-shaped error.
 
-A stream whose caller goes away is closed at its next chunk and recorded ``partial``; a
+A stream is forwarded in batches of what has arrived (``relay``). A stream whose caller goes
+away is closed at once and recorded ``partial``; a
 request still running when the shutdown grace period is over is cancelled and recorded
 ``partial`` too (the transport settles the row when the response is closed).
 """
@@ -35,6 +36,7 @@ from costkit.proxy import accesslog
 from costkit.proxy.errors import JSON_HEADERS, UNAUTHORIZED, refusal_answer, upstream_failure
 from costkit.proxy.headers import request_headers, response_headers
 from costkit.proxy.keys import KeyRing
+from costkit.proxy.relay import ClientDisconnected, relay_plain, relay_stream
 from costkit.proxy.settings import ProxySettings
 
 Scope = MutableMapping[str, Any]
@@ -52,10 +54,6 @@ SETTLE_WAIT_S = 5.0
 UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 UPSTREAM_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0)
 _MAX_LOGGED_PATH = 200
-
-
-class ClientDisconnected(Exception):
-    """The caller went away while its stream was being forwarded (its row says so)."""
 
 
 class ProxyApp:
@@ -169,23 +167,17 @@ class ProxyApp:
                 "headers": response_headers(response.headers.raw, rechunked=streaming),
             }
         )
-        gone: list[bool] = []
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, gone)) if streaming else None
         try:
-            async for chunk in response.aiter_raw():
-                if gone:
-                    raise ClientDisconnected
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if streaming:
+                await relay_stream(response, receive, send)
+            else:
+                await relay_plain(response, send)
         except ClientDisconnected:
             await response.aclose()  # here, so the row notes why the read ended
         except httpx.HTTPError as exc:
             # The upstream broke off mid-body: the caller's response ends broken too (no final
             # chunk), as it would have without the proxy; the row is partial.
             log.warning("upstream broke off a response (%s)", type(exc).__name__)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
 
     # -- health ---------------------------------------------------------------------------------------
 
@@ -236,12 +228,6 @@ async def _read_body(receive: Receive) -> bytes | None:
         parts.append(message.get("body", b""))
         if not message.get("more_body", False):
             return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def _watch_disconnect(receive: Receive, gone: list[bool]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    gone.append(True)
 
 
 async def _answer(send: Send, status: int, body: bytes) -> int:
