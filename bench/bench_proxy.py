@@ -8,21 +8,24 @@ LiteLLM is installed only in its own virtual environment, never in costkit's (cr
     python3 -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'
 
 One fake upstream (``tests/fakeupstream.py``, its own process, a long default reply) serves all
-three; each proxy is its own process with one worker. LiteLLM's proxy runs with no database
-(no ``DATABASE_URL``: its spend logs and keys are off), its local price map
-(``LITELLM_LOCAL_MODEL_COST_MAP``: no network) and no master key (which it refuses unless told
-``dangerously_permit_weak_or_unset_master_key``: on a bench, so neither proxy checks keys); costkit's records every chat
-completion into a fresh SQLite ledger. LiteLLM leaves ``"stream"`` out of a plain request, which
-this provider would answer with a stream (its default is true) and LiteLLM then fails with a 500;
-so the bench's upstream answers a request without ``"stream"`` as OpenAI does, with JSON, for all
-three targets (costkit always sends the caller's body, ``"stream": false`` included). Every request body is new (a numbered user message), so the
-upstream's count cache favours no one. Plain requests and first chunks are timed in blocks that
-rotate between the three targets, so drift in machine load falls on all of them alike; each
-figure is a median (p99 too for plain requests) and "added" is against direct, measured in the
-same run. Streams are the upstream's long reply (about 4,000 events); requests per second are
-32 concurrent asyncio clients for a fixed count of requests. The client, the upstream and the
-proxy share this machine's cores: requests per second mostly measure how much CPU each proxy
-spends per request.
+three; each proxy is its own process with one worker. LiteLLM's proxy runs with no database (no
+``DATABASE_URL``: its spend logs and keys are off), its local price map
+(``LITELLM_LOCAL_MODEL_COST_MAP``: no network) and no master key, which it refuses unless told
+``dangerously_permit_weak_or_unset_master_key`` (so neither proxy checks keys here). costkit's
+records every chat completion into a fresh SQLite ledger.
+
+LiteLLM leaves ``"stream"`` out of a plain request, which this provider would answer with a
+stream (its default is true), and LiteLLM then fails with a 500. So the bench's upstream answers a
+request without ``"stream"`` as OpenAI does, with JSON, for all three targets (costkit sends the
+caller's body as it is, ``"stream": false`` included).
+
+Every request body is new (a numbered user message), so the upstream's count cache favours no
+one. Plain requests and first chunks are timed in blocks that rotate between the three targets, so
+drift in machine load falls on all of them alike; each figure is a median (p99 too for plain
+requests) and "added" is against direct, measured in the same run. Streams are the upstream's long
+reply (about 4,000 events); requests per second are 32 concurrent asyncio clients for a fixed
+count of requests. The client, the upstream and the proxy share this machine's cores: requests per
+second mostly measure how much CPU each proxy spends per request.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -157,8 +159,8 @@ def start_litellm(upstream: str, venv: Path, workdir: Path) -> tuple[subprocess.
     )
     log = (workdir / "litellm.log").open("wb")
     proc = subprocess.Popen(
-        [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1",
-         "--telemetry", "False"],
+        [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+         "--num_workers", "1", "--telemetry", "False"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
     )  # fmt: skip
     wait_ready(f"http://127.0.0.1:{port}/health/liveliness", proc, "LiteLLM's proxy")
@@ -192,16 +194,16 @@ def first_chunk_once(client: httpx.Client, base: str, n: int) -> float:
     return first
 
 
-def stream_rate_once(client: httpx.Client, base: str, n: int) -> tuple[float, int]:
-    """Events a second over one long stream, and how many events it carried."""
+def stream_rate_once(client: httpx.Client, base: str, n: int) -> tuple[float, int, int]:
+    """Events a second over one long stream, how many events it carried, in how many reads."""
     started = time.perf_counter()
     with client.stream(
         "POST", f"{base}/chat/completions", json=body(n, stream=True, max_tokens=None), headers=HEADERS
     ) as response:
-        data = b"".join(response.iter_raw())
+        parts = list(response.iter_raw())
     took = time.perf_counter() - started
-    events = data.count(b"data: ")
-    return events / took, events
+    events = b"".join(parts).count(b"data: ")
+    return events / took, events, len(parts)
 
 
 async def rps_once(base: str, total: int, concurrency: int, first: int) -> float:
@@ -279,16 +281,20 @@ def main() -> int:
                         first[target].append(first_chunk_once(clients[target], bases[target], next(numbers)))
             rates: dict[str, list[float]] = {t: [] for t in TARGETS}
             events: dict[str, int] = {}
+            reads: dict[str, list[int]] = {t: [] for t in TARGETS}
             for round_no in range(streams):
                 for target in rotated(round_no):
-                    rate, events[target] = stream_rate_once(clients[target], bases[target], next(numbers))
+                    rate, events[target], count = stream_rate_once(
+                        clients[target], bases[target], next(numbers)
+                    )
                     rates[target].append(rate)
+                    reads[target].append(count)
             rps: dict[str, list[float]] = {t: [] for t in TARGETS}
             for round_no in range(rps_rounds):
                 for target in rotated(round_no):
                     start = next(numbers) * 10_000
                     rps[target].append(asyncio.run(rps_once(bases[target], rps_total, 32, start)))
-            report(plain, first, rates, events, rps, rounds * block, streams, rps_total, rps_rounds)
+            report(plain, first, rates, events, reads, rps, rounds * block, streams, rps_total, rps_rounds)
             end_load = os.getloadavg()
             print(f"load average at the end {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}")
             rows = ledger_rows(workdir)
@@ -312,7 +318,7 @@ def ledger_rows(workdir: Path) -> int:
         return int(connection.execute("SELECT count(*) FROM costkit_requests").fetchone()[0])
 
 
-def report(plain, first, rates, events, rps, n_plain, n_streams, rps_total, rps_rounds) -> None:
+def report(plain, first, rates, events, reads, rps, n_plain, n_streams, rps_total, rps_rounds) -> None:
     ms = 1000
     print(f"\nplain request (stream false, max_tokens 16), {n_plain} each, blocks rotating between targets")
     base50, base99 = statistics.median(plain["direct"]) * ms, pct(plain["direct"], 0.99) * ms
@@ -331,13 +337,15 @@ def report(plain, first, rates, events, rps, n_plain, n_streams, rps_total, rps_
         print(f"  {target:8} median {value:8.3f} ms{added}")
     print("  goal: costkit added <= 1 ms, and less than LiteLLM's")
     print(
-        f"\nstreamed events/s, the upstream's long reply (~{events['direct']} events), {n_streams} streams each"
+        f"\nstreamed events/s, the upstream's long reply (~{events['direct']} events), "
+        f"{n_streams} streams each"
     )
     base = statistics.median(rates["direct"])
     for target in TARGETS:
         value = statistics.median(rates[target])
         ratio = "" if target == "direct" else f"   ratio {value / base:.3f}"
-        print(f"  {target:8} median {value:10,.0f} events/s  ({events[target]} events){ratio}")
+        got = f"{events[target]} events in {statistics.median(reads[target]):.0f} reads"
+        print(f"  {target:8} median {value:10,.0f} events/s  ({got}){ratio}")
     print("  goal: costkit ratio >= 0.9, and above LiteLLM's")
     print(
         f"\nrequests/s, 32 concurrent clients, {rps_total} plain requests a run, median of {rps_rounds} runs"
