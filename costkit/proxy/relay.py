@@ -79,8 +79,16 @@ async def _hear_leave(pipe: _Pipe, receive: Receive) -> None:
 
 async def relay_stream(response: httpx.Response, receive: Receive, send: Send) -> None:
     """Forward a streamed body; raises ``ClientDisconnected`` or the upstream's ``httpx.HTTPError``."""
+    body = _raw(response)
+    # The first chunk goes out from here, before any task is started: no task switch delays it.
+    try:
+        first = await body.__anext__()
+    except StopAsyncIteration:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    await send({"type": "http.response.body", "body": first, "more_body": True})
     pipe = _Pipe()
-    reader = asyncio.ensure_future(_fill(pipe, _raw(response)))
+    reader = asyncio.ensure_future(_fill(pipe, body))
     listener = asyncio.ensure_future(_hear_leave(pipe, receive))
     try:
         while True:
