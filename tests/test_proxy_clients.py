@@ -223,3 +223,20 @@ def test_compressed_answers_decode_to_the_upstreams_body(upstream, proxy):
     assert normalised(via.content) == normalised(direct.content)
     rows = wait_for_rows(proxy, 2)
     assert [r["status"] for r in rows] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status"), [("status_429", 429), ("status_500", 500), ("status_400", 400)]
+)
+def test_upstream_errors_reach_the_caller_unchanged_and_are_error_rows(upstream, proxy, scenario, status):
+    body = {"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"X-Fake-Scenario": scenario}
+    with httpx.Client() as client:
+        direct = client.post(f"{upstream.base_url}/chat/completions", json=body, headers=headers)
+        via = client.post(f"{proxy.base_url}/chat/completions", json=body, headers=headers)
+    assert via.status_code == direct.status_code == status
+    assert via.content == direct.content
+    assert via.headers.get("retry-after") == direct.headers.get("retry-after")
+    (row,) = wait_for_rows(proxy, 1)
+    assert (row["status"], row["http_status"], row["cost_nanousd"]) == ("error", status, 0)
+    assert row["error"].startswith(f"HTTP {status}")

@@ -144,6 +144,21 @@ def test_bad_flags_and_files_are_one_line_and_exit_2(tmp_path, args, message):
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+def test_an_address_that_cannot_be_listened_on_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = run_costkit("proxy", "--upstream", "http://127.0.0.1:1/v1", "--port", port, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"costkit: proxy: cannot listen on 127.0.0.1:{port}: Address already in use"
+    not_ours = run_costkit(
+        "proxy", "--upstream", "http://127.0.0.1:1/v1", "--host", "192.0.2.1", cwd=tmp_path
+    )
+    assert not_ours.returncode == 2
+    assert "cannot listen on 192.0.2.1:8787" in not_ours.stderr
+
+
 def test_a_keys_file_naming_an_unset_variable_is_refused_at_start(tmp_path):
     keys = write_keys(tmp_path, "ck-x", upstream_key_env="NOT_SET_ANYWHERE")
     done = run_costkit("proxy", "--upstream", "http://127.0.0.1:1/v1", "--keys", str(keys), cwd=tmp_path)

@@ -82,7 +82,7 @@ def _checked(
             KeyRing.load(keys)
         if db is not None:
             resolve_url(db)
-        return ProxySettings(
+        settings = ProxySettings(
             upstream=upstream,
             host=host,
             port=port,
@@ -92,9 +92,28 @@ def _checked(
             keys=os.path.abspath(keys) if keys is not None else None,
             grace=grace,
         )
-    except (CostkitError, ValueError) as error:
+        _can_listen(host, port)
+        return settings
+    except (CostkitError, ValueError, OSError) as error:
         fail(f"proxy: {error}")
         raise  # unreachable: fail raises
+
+
+def _can_listen(host: str, port: int) -> None:
+    """Raise ``OSError`` now, as one line, if the address cannot be listened on (taken, not ours)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 @proxy.command("hash-key")
