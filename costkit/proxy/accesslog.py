@@ -54,7 +54,10 @@ def log_request(method: str, path: str, status: int, seconds: float, row: Row | 
     if row is None:
         log.info("%s %s %d %s", method, path, status, took)
         return
-    cost = f"${format_usd(row.cost_nanousd)}" if row.price_id is not None else "unpriced"
+    if row.status in ("blocked", "error"):
+        cost = "$0"  # nothing was billed
+    else:
+        cost = f"${format_usd(row.cost_nanousd)}" if row.price_id is not None else "unpriced"
     log.info(
         "%s %s %d %s in=%d cached=%d out=%d %s %s",
         method,
