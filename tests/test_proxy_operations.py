@@ -307,3 +307,8 @@ def test_paths_under_v1_map_onto_the_upstream_base_and_others_onto_its_origin(up
             other.status_code == 404 and other.json()["error"]["message"] == "Invalid URL (DELETE /elsewhere)"
         )
         assert proxy.rows() == []  # nothing but chat completions is recorded
+        httpx.get(f"{proxy.base_url}/models%0AFORGED%20200")
+        proxy.stop()
+    lines = proxy.log().splitlines()
+    assert not any(line.startswith("FORGED") for line in lines)
+    assert any("INFO GET /v1/models%0AFORGED%20200 404 " in line for line in lines)  # as sent, on one line

@@ -49,7 +49,7 @@ HEALTH_PATH = "/costkit/health"
 HEALTH_SCHEMA = "costkit.proxy.health/1"
 SETTLE_WAIT_S = 5.0
 """At shutdown, how long the app waits for cancelled requests to settle before closing the ledger."""
-# No read timeout of our own beyond the caller's patience: a long answer may take minutes to start.
+# Generous: a long answer may take minutes to start, and the caller's own timeout usually ends it first.
 UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 _TIMEOUT = {"timeout": UPSTREAM_TIMEOUT.as_dict()}
 UPSTREAM_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0)
@@ -113,14 +113,15 @@ class ProxyApp:
         method: str = scope["method"]
         slot = accesslog.Slot()
         accesslog.current.set(slot)  # this request's task (and the threads it starts) see this slot
+        # The path as sent (percent-encoded, so a %0A cannot forge a log line), without its query.
+        path = (scope.get("raw_path") or b"").decode("latin-1")[:_MAX_LOGGED_PATH] or scope["path"]
         try:
             await self._exchange(scope, receive, send, method, slot)
         except asyncio.CancelledError:
             # uvicorn cancels what is still running when the grace period is over; the row is
             # settled (partial) already, and ending the task here spares the log a traceback.
-            log.warning("%s %s cancelled at shutdown, after the grace period", method, scope["path"][:80])
+            log.warning("%s %s cancelled at shutdown, after the grace period", method, path)
         finally:
-            path = scope["path"][:_MAX_LOGGED_PATH]
             accesslog.log_request(method, path, slot.status, time.perf_counter() - started, slot.row)
 
     async def _exchange(
