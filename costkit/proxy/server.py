@@ -8,11 +8,11 @@ Each worker is its own process (spawned by uvicorn's supervisor) with its own le
 upstream pool; a hard budget holds across them because its reservations live in the ledger database.
 
 A SIGTERM to ``--workers N`` reaches the supervisor, which passes it to each worker; each then
-shuts down as one process does.
+shuts down as below, and the supervisor exits 0 once they all have.
 
 Shutdown (SIGTERM or SIGINT): uvicorn stops accepting, lets in-flight requests finish for
 up to ``grace`` seconds, then cancels the rest (each recorded ``partial``); the app then
-closes its upstream pool and drains its ledger, and the process exits 0.
+closes its upstream pool and drains its ledger. A single process then exits 0.
 """
 
 from __future__ import annotations
