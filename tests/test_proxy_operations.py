@@ -124,6 +124,8 @@ def test_hash_key_prints_what_a_keys_file_holds():
     done = run_costkit("proxy", "hash-key", stdin=b"ck-local-0123456789\n")
     assert done.returncode == 0
     assert done.stdout.strip() == hashlib.sha256(b"ck-local-0123456789").hexdigest()
+    empty = run_costkit("proxy", "hash-key", stdin=b"")
+    assert empty.returncode == 2 and "give the key on stdin" in empty.stderr
 
 
 @pytest.mark.parametrize(
