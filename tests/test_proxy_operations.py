@@ -57,8 +57,9 @@ def test_a_request_that_cannot_fit_is_refused_openai_style_and_recorded_blocked(
 
 def test_a_hard_budget_refuses_with_429_once_spent(upstream, tmp_path):
     upstream.reset()
-    # One request costs its provider usage; a budget of one cent holds one such request's worst case
-    # (input + the 16-token output reserve) but not a second on top of the first's spend.
+    # $0.0004 holds one request's worst case (its input plus a 16-token output reserve, about $0.00016)
+    # but not a second one on top of the first's spend: the provider's usage, hidden reasoning tokens
+    # included, leaves less than a worst case.
     (tmp_path / "costkit.toml").write_text('[[budget]]\nname = "cap"\nusd = "0.0004"\nhard = true\n')
     with running_proxy(
         upstream.base_url, sqlite_url(tmp_path), tmp_path, "--config", "costkit.toml"
