@@ -22,6 +22,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "ledger": "costkit.ledger.cli:ledger",
     "report": "costkit.reports.cli:report",
     "demo": "costkit.reports.cli:demo",
+    "proxy": "costkit.proxy.cli:proxy",
 }
 
 

@@ -124,6 +124,24 @@ class Ledger:
         """True while the writer finds the database down (rows wait in the spool until it answers)."""
         return self._writer.down
 
+    @property
+    def queue_depth(self) -> int:
+        """Rows recorded but not yet committed or spooled (queued, or in the batch being written)."""
+        return self._writer.queue_depth
+
+    def spool_rows(self) -> int:
+        """Rows waiting in the spool for the database (any process's); reads the spool files."""
+        return self.spool.pending_rows()
+
+    def reachable(self) -> bool:
+        """Whether the database answers a ``SELECT 1`` now (waits at most its connect timeout)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except Exception:
+            return False
+        return True
+
     def record(self, row: Row) -> None:
         """Account one request. Returns without waiting on the database.
 

@@ -132,6 +132,22 @@ class Spool:
         except OSError:  # missing, or not ours to read: nothing this process can replay
             return False
 
+    def pending_rows(self) -> int:
+        """How many rows wait in the spool (the active file and every claimed batch), for health checks."""
+        count = 0
+        try:
+            names = [p for p in self.directory.iterdir() if p.name == ACTIVE or p.name.startswith("claimed-")]
+        except OSError:
+            return 0
+        for path in names:
+            try:
+                with path.open("rb") as stream:
+                    while chunk := stream.read(1 << 20):
+                        count += chunk.count(b"\n")
+            except OSError:  # replayed and removed meanwhile
+                continue
+        return count
+
     def _claim_active(self) -> None:
         with self._locked():
             try:

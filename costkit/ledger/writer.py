@@ -111,6 +111,11 @@ class Writer:
         """True while the database is known down: rows go to the spool until it answers again."""
         return self._down
 
+    @property
+    def queue_depth(self) -> int:
+        """Rows in memory that are neither committed nor spooled yet (read without the lock)."""
+        return len(self._queue) + len(self._inflight) + len(self._held)
+
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="costkit-ledger-writer", daemon=True)
         self._thread.start()
