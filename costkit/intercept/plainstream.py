@@ -16,6 +16,7 @@ event and no error; anything it cannot prove plain (comments, event names, multi
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -29,6 +30,7 @@ class _Chunk(msgspec.Struct, gc=False):
 
 
 _DECODE = msgspec.json.Decoder(_Chunk).decode
+_ERROR = attrgetter("error")
 _DONE = b"data: [DONE]\n\n"
 _SEPARATOR = b"\n\ndata: "
 
@@ -52,4 +54,4 @@ def plain_events(body: bytes | bytearray) -> bool:
         chunks = list(map(_DECODE, parts))
     except msgspec.DecodeError:  # malformed JSON, or a payload that is not an object
         return False
-    return all(chunk.error is None for chunk in chunks)
+    return list(map(_ERROR, chunks)).count(None) == len(chunks)  # (no Python loop: 4,000 chunks a stream)

@@ -183,21 +183,15 @@ class ResponseReader:
     def _scan(self, data: bytes) -> bytes:
         """Read whole SSE events from ``data``; returns the whole events to forward when dropping.
 
-        The fast path, a few byte checks: ``data`` is whole events ending in an ordinary JSON
-        chunk, i.e. it starts like a chunk (not an error event), ends with ``}`` and a blank
-        line, and its ``"usage"`` near the end is ``null``, so it carries no usage and no error
-        (an error event has no usage field; a usage object is longer than the window, so it
-        sends the check to a full search). Anything else is parsed event by event. What the
-        checks cannot see (a line that is not JSON, an error event between two chunks of one
-        read) is found after the body, by ``_check_events``.
+        The fast path, a few byte checks: ``data`` is whole events (nothing is held back, so it
+        starts one) ending in an ordinary JSON chunk, i.e. it ends with ``}`` and a blank line,
+        and its ``"usage"`` near the end is ``null``, so its last event carries no usage and is
+        no error (an error event has no usage field; a usage object is longer than the window,
+        so it sends the check to a full search). Anything else is parsed event by event. What
+        the checks cannot see (a line that is not JSON, an error event or a comment before the
+        last event of a read) is found after the body, by ``_check_events``.
         """
-        if (
-            not self._tail
-            and self.response_id is not None
-            and data.endswith(b"}\n\n")
-            and data.startswith(b"data: {")
-            and not data.startswith(b'data: {"error"')
-        ):
+        if not self._tail and self.response_id is not None and data.endswith(b"}\n\n"):
             at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
             if at >= 0 and data.startswith(b"null", at + 8):
                 side = self._side
