@@ -541,3 +541,33 @@ def test_the_tags_header_is_removed_when_costkit_could_not_begin_to_account(fake
     (sent,) = fake.requests
     assert sent.path == "/v1/chat/completions" and sent.header("x-costkit-tags") is None
     assert sent.json == {"model": MODEL, "messages": MESSAGES}  # sent as is
+
+
+def test_a_read_of_many_events_cut_mid_event_still_finds_a_usage_chunk_inside_it(scripted, ledger):
+    """A fast network hands the reader hundreds of events a read (the proxy reads 64 KiB at a time);
+    such a read is passed without parsing each event only when none of them carries usage: here
+    the usage chunk comes before the last ordinary chunk of the read."""
+
+    def render(request: dict[str, Any] | None) -> Answer:
+        asked = asked_for_usage(request)
+        events = [
+            event(chunk([delta({"role": "assistant", "content": ""})], asked)),
+            event(chunk([delta({"content": "Hello"})], asked)),
+            *([event(chunk([], asked, usage=USAGE))] if asked else []),
+            event(chunk([delta({"content": " there."})], asked)),
+            event(chunk([delta({}, "stop")], asked)),
+        ]
+        body = b"".join(events)
+        cut = len(events[0]) + 20  # the second read starts inside the second event
+        return sse((body[:cut], body[cut:], event(b"[DONE]")))
+
+    scripted.render = render
+    got = raw_stream(scripted.base_url, ledger, caller_asked=False)
+    assert got == raw_stream(scripted.base_url, None, caller_asked=False)  # the usage chunk stayed home
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"]) == ("ok", "provider")
+    assert (row["input_tokens"], row["output_tokens"], row["cost_nanousd"]) == (
+        321,
+        12,
+        321 * INPUT + 12 * OUTPUT,
+    )
