@@ -1,8 +1,9 @@
 """The proxy's ASGI app: every request forwarded upstream through costkit's own ``AsyncTransport``.
 
 The app sends with the Python interceptor's own transport (``costkit.intercept.AsyncTransport``
-around httpx's pooled ``AsyncHTTPTransport``), which counts, pre-flights, budgets and records chat
-completions, adds and hides the usage chunk of streams, and passes every other path through.
+around pooled aiohttp connections, ``upstream.UpstreamTransport``), which counts, pre-flights,
+budgets and records chat completions, adds and hides the usage chunk of streams, and passes
+every other path through.
 So the app only moves bytes: the caller's request (hop-by-hop headers dropped, see ``headers``)
 goes up; the upstream's status, headers and body bytes come back as they came (still compressed
 when the upstream compressed them), a stream in batches of what has arrived (``relay``). A
@@ -37,6 +38,7 @@ from costkit.proxy.headers import request_headers, response_headers
 from costkit.proxy.keys import KeyRing
 from costkit.proxy.relay import ClientDisconnected, relay_plain, relay_stream
 from costkit.proxy.settings import ProxySettings
+from costkit.proxy.upstream import UpstreamTransport
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,7 +54,6 @@ SETTLE_WAIT_S = 5.0
 # Generous: a long answer may take minutes to start, and the caller's own timeout usually ends it first.
 UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 _TIMEOUT = {"timeout": UPSTREAM_TIMEOUT.as_dict()}
-UPSTREAM_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0)
 _MAX_LOGGED_PATH = 200
 
 
@@ -69,7 +70,7 @@ class ProxyApp:
         # The transport, not an AsyncClient around it: a client would keep a cookie jar shared by
         # every caller (and growing), and its auth, redirect and cookie steps cost ~0.2 ms a request.
         self.transport = AsyncTransport(
-            httpx.AsyncHTTPTransport(limits=UPSTREAM_LIMITS),
+            UpstreamTransport(),
             ledger=self.ledger,
             budgets=budgets or None,
             hooks=[accesslog.RowCatcher()],
