@@ -543,7 +543,11 @@ def test_the_module_cost_passes_cache_writes_on_to_the_book(tmp_path):
     )
     # 2M prompt tokens of which 1M were written to the cache: 1M at $2 + 1M at $2.50 per million.
     charged = cost("gpt-4.1", 2_000_000, at=date(2026, 2, 1), cache_write_tokens=1_000_000, price_book=book)
-    assert (charged.nanousd, charged.price_id) == (4_500_000_000, "writes")
+    assert (charged.nanousd, charged.price_id, charged.cache_write_tokens) == (
+        4_500_000_000,
+        "writes",
+        1_000_000,
+    )
 
 
 def test_cached_and_written_tokens_together_may_not_exceed_the_prompt():
