@@ -609,3 +609,10 @@ def test_long_message_counts_equal_plain_tiktoken(reference_encoding):
 
 def test_public_api_exports():
     assert callable(costkit.count_request) and callable(costkit.preflight) and callable(costkit.cost)
+
+
+@pytest.mark.parametrize("empty", [{"tools": []}, {"tools": None}, {"functions": []}])
+def test_an_empty_tool_list_adds_no_tokens_to_the_count_or_to_the_bound(empty):
+    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "What is the weather?"}]}
+    assert count_request({**body, **empty}).input_tokens == count_request(body).input_tokens
+    assert input_upper_bound({**body, **empty}) == input_upper_bound(body)
