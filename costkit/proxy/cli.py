@@ -28,7 +28,7 @@ from costkit.proxy.settings import DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_PORT, 
     "--grace",
     default=DEFAULT_GRACE_S,
     show_default=True,
-    type=float,
+    type=int,  # whole seconds: uvicorn's graceful-shutdown timeout is an int
     help="Seconds in-flight requests get at shutdown.",
 )
 @click.pass_context

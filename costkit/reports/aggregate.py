@@ -63,12 +63,12 @@ def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates
     # it runs as two halves of the period, one per core, whose sums add up exactly. (PostgreSQL
     # hashes the tag table instead: each half would hash all of it again.)
     middle = window.since + (window.until - window.since) / 2
-    halves = (
-        [Window(window.since, middle, zone), Window(middle, window.until, zone)]
-        if engine.dialect.name == "sqlite"
-        else [window]
-    )
-    halves = halves if tag_keys else []
+    if not tag_keys:
+        halves: list[Window] = []
+    elif engine.dialect.name == "sqlite":
+        halves = [Window(window.since, middle, zone), Window(middle, window.until, zone)]
+    else:
+        halves = [window]
     groups: list[Callable[[Connection], dict[str, Any]]] = [
         lambda connection: {"cube": queries.cube(connection, window)},
         *(_tag_group(f"tags{i}", half, tag_keys) for i, half in enumerate(halves)),
