@@ -161,6 +161,33 @@ def test_by_tag_keeps_the_top_ten_then_other_then_untagged(db_url: str) -> None:
     )
 
 
+def test_every_tag_key_is_summed_on_its_own_whichever_keys_a_request_has(db_url: str) -> None:
+    # Three keys: SQLite groups two per query, so the third comes from a second query; a value
+    # ("a") shared by two keys stays apart; a request without a key is "(no tag)" for that key.
+    tagged = [
+        ({"team": "a", "feature": "x", "user": "u1"}, 100),
+        ({"team": "a", "user": "u2"}, 200),
+        ({"feature": "x", "user": "a"}, 300),
+        ({}, 400),
+        ({"team": "b", "feature": "y"}, 500),
+    ]
+    fill(db_url, [row(day("2026-11-02", i), output=out, tags=tags) for i, (tags, out) in enumerate(tagged)])
+    report = costkit.report(
+        db_url, since="2026-11-02", until="2026-11-03", by=["tag:team", "tag:feature", "tag:user"]
+    )
+    for key in ("team", "feature", "user"):
+        expected: dict[str, list[int]] = {}
+        for tags, out in tagged:
+            expected.setdefault(tags.get(key, "(no tag)"), []).append(price("gpt-4.1", 2006, 1920, out))
+        table = report.frames[f"by_tag_{key}"]
+        found = {
+            value: (int(n), int(cost))
+            for value, n, cost in zip(table["value"], table["requests"], table["cost_nanousd"], strict=True)
+        }
+        assert found == {value: (len(costs), sum(costs)) for value, costs in expected.items()}, key
+        assert sum(cost for _, cost in found.values()) == report.totals["cost_nanousd"]
+
+
 def test_latency_percentiles_are_nearest_rank_over_successful_requests(db_url: str) -> None:
     rows = [
         row(day("2026-11-02", 0, minute), latency_us=(minute + 1) * 1000, ttft_us=(minute + 1) * 100)
@@ -178,6 +205,18 @@ def test_latency_percentiles_are_nearest_rank_over_successful_requests(db_url: s
     assert timings["requests_with_ttft"] == 40
     assert timings["ttft_ms_p50"] == "2.000"
     assert timings["ttft_ms_p95"] == "3.800"
+
+
+def test_a_latency_that_is_not_a_whole_number_is_one_clear_error(tmp_path: Path) -> None:
+    # SQLite stores what it is given: a row written by another tool may hold 1.5 in a BIGINT column.
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    fill(url, [row(day("2026-11-02", 0), latency_us=1000), row(day("2026-11-02", 1), latency_us=2000)])
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE costkit_requests SET latency_us = 1.5 WHERE latency_us = 2000"))
+    engine.dispose()
+    with pytest.raises(costkit.CostkitError, match="latency_us column holds a value that is not a whole"):
+        costkit.report(url, since="2026-11-02", until="2026-11-03")
 
 
 def test_estimated_rows_drift_and_problems_are_reported(db_url: str) -> None:

@@ -59,9 +59,9 @@ def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates
             "timings": queries.timings(connection, window),
         }
 
-    # On SQLite the tag join costs one look-up by request id per request, most of a report's time:
-    # it runs as two halves of the period, one per core, whose sums add up exactly. (PostgreSQL
-    # hashes the tag table instead: each half would hash all of it again.)
+    # On SQLite the tags cost one look-up per request and key, most of a report's time: they run
+    # as two halves of the period, one per core, whose sums add up exactly. (PostgreSQL hashes
+    # the tag table instead: each half would hash all of it again.)
     middle = window.since + (window.until - window.since) / 2
     if not tag_keys:
         halves: list[Window] = []

@@ -8,21 +8,25 @@ Local dates are computed in SQL: PostgreSQL with ``AT TIME ZONE``, SQLite by add
 the zone's UTC offset piece by piece (see ``period.offset_changes``).
 
 Latency percentiles are nearest-rank (``percentile_disc``): PostgreSQL computes them
-in SQL; SQLite has no percentile function, so its latency column (integers, the
-period's successful rows) is read once and ranked in numpy with the same definition.
+in SQL; SQLite has no percentile function, so its latency columns (integers, the
+period's successful rows) are read in one pass, as text, and ranked in numpy with the
+same definition. Tags: PostgreSQL hash-joins the tag table; SQLite, which can only
+look up and sort, looks each request's tags up by primary key (see ``_by_tags_pivoted``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, column, text
 from sqlalchemy.engine import Connection
 
+from costkit.ledger.errors import LedgerError
 from costkit.ledger.schema import UTCDateTime
 from costkit.reports.period import offset_changes
 
@@ -32,6 +36,8 @@ CACHE_MIN_PROMPT = 1024
 """Prompts shorter than this are never cached by the provider: only longer ones count as cache misses."""
 TOP_ROWS = 20
 SQLITE_MMAP_BYTES = 1 << 30
+SQLITE_CACHE_KIB = 256 * 1024
+"""The page cache a report's SQLite connection may grow to; its sorts (GROUP BY) stay in it."""
 ERROR_TEXT = 300
 """Error texts are grouped by their first characters, so ids inside a long message do not split the groups."""
 
@@ -118,9 +124,11 @@ def _money(value: Any) -> int:
 
 
 def tune(connection: Connection) -> None:
-    """Let SQLite read the file through memory mapping: the report's lookups touch much of it."""
+    """Let SQLite read the file through memory mapping (the report's lookups touch much of it) and
+    sort a period's rows in memory rather than in temporary files."""
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
+        connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
 
 
 def cube(connection: Connection, window: Window) -> list[dict[str, Any]]:
@@ -177,23 +185,66 @@ def has_rows_before(connection: Connection, moment: datetime) -> bool:
 
 
 def by_tags(connection: Connection, window: Window, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Requests, tokens and cost per value of each tag key, through the tag table (one pass for all keys)."""
+    """Requests, tokens and cost per value of each tag key, through the tag table."""
+    keys = list(dict.fromkeys(keys))
     if not keys:
         return []
-    # On SQLite, "+t.key" makes each request one seek by id (its few tags read in a row), not one per key.
-    key = "+t.key" if connection.dialect.name == "sqlite" else "t.key"
+    if connection.dialect.name == "sqlite":
+        return _by_tags_pivoted(connection, window, keys)
+    # PostgreSQL hashes the period's requests against the tag table: one pass for all keys.
     sql = f"""
         SELECT t.key, t.value, COUNT(*), SUM(r.input_tokens), SUM(r.cached_input_tokens),
             SUM(r.output_tokens), SUM(r.cost_nanousd)
         FROM costkit_requests r JOIN costkit_request_tags t ON t.request_id = r.request_id
-        WHERE {_RANGE} AND {key} IN :keys
+        WHERE {_RANGE} AND t.key IN :keys
         GROUP BY t.key, t.value
     """
-    result = connection.execute(_statement(sql, expanding=["keys"]), {**window.params(), "keys": list(keys)})
+    result = connection.execute(_statement(sql, expanding=["keys"]), {**window.params(), "keys": keys})
     return [
         {"key": key, "value": value, **{n: _money(v) for n, v in zip(TOTAL_COLUMNS, sums, strict=True)}}
         for key, value, *sums in result
     ]
+
+
+PIVOT_KEYS = 2
+"""Tag keys one SQLite query groups by together (their combinations are the groups it returns)."""
+
+
+def _by_tags_pivoted(connection: Connection, window: Window, keys: list[str]) -> list[dict[str, Any]]:
+    """SQLite: each request's value of every key in one row, grouped by the combination, summed per value.
+
+    SQLite has no hash join or hash aggregate: a join with the tag table makes one row per
+    tag and sorts them all. Instead each key is one ``LEFT JOIN`` on the tag table's primary
+    key ``(request_id, key)``, so a request stays one row, and the groups are the combinations
+    of values, which Python adds up per key and value (integers: exact). At most
+    ``PIVOT_KEYS`` keys share a query, so the combinations stay few.
+    """
+    summed: dict[tuple[str, str], dict[str, Any]] = {}
+    for start in range(0, len(keys), PIVOT_KEYS):
+        chosen = keys[start : start + PIVOT_KEYS]
+        joins = " ".join(
+            f"LEFT JOIN costkit_request_tags t{i} ON t{i}.request_id = r.request_id AND t{i}.key = :key{i}"
+            for i in range(len(chosen))
+        )
+        values = ", ".join(f"t{i}.value" for i in range(len(chosen)))
+        sql = f"""
+            SELECT {values}, COUNT(*), SUM(r.input_tokens), SUM(r.cached_input_tokens),
+                SUM(r.output_tokens), SUM(r.cost_nanousd)
+            FROM costkit_requests r {joins}
+            WHERE {_RANGE}
+            GROUP BY {", ".join(str(i + 1) for i in range(len(chosen)))}
+        """
+        params = {**window.params(), **{f"key{i}": key for i, key in enumerate(chosen)}}
+        for row in connection.execute(_statement(sql), params):
+            sums = [_money(v) for v in row[len(chosen) :]]
+            for key, value in zip(chosen, row[: len(chosen)], strict=False):
+                if value is None:
+                    continue  # the request has no such tag
+                zero = dict.fromkeys(TOTAL_COLUMNS, 0)
+                into = summed.setdefault((key, value), {"key": key, "value": value, **zero})
+                for name, amount in zip(TOTAL_COLUMNS, sums, strict=True):
+                    into[name] += amount
+    return list(summed.values())
 
 
 def _rows(connection: Connection, window: Window, where: str, order: str) -> list[dict[str, Any]]:
@@ -305,29 +356,29 @@ def _named(ranks: Sequence[Any]) -> dict[str, int | None]:
 
 
 def _timings_ranked(connection: Connection, window: Window) -> dict[str, dict[str, int | None]]:
+    """SQLite: one pass hands each column over as one comma-separated text, parsed by numpy in C
+    (a million integers without a Python object each), and ranked there."""
     import numpy as np
 
+    parts = []
+    for name in TIMING_COLUMNS:
+        parts += [f"COUNT(r.{name})", f"group_concat(r.{name})"]
+    sql = f"SELECT {', '.join(parts)} FROM costkit_requests r WHERE {_RANGE} AND r.status = 'ok'"
+    values = list(connection.execute(_statement(sql), window.params()).one())
     found: dict[str, dict[str, int | None]] = {}
-    # The text SQLite stores for a UTCDateTime (SQLAlchemy's format), so the raw cursor compares alike.
-    bounds = [
-        bound.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-        for bound in (window.since, window.until)
-    ]
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        for name in TIMING_COLUMNS:
-            # The raw driver cursor: a million integers, without a Python row object each.
-            cursor.execute(
-                f"SELECT {name} FROM costkit_requests WHERE started_at >= ? AND started_at < ? "
-                f"AND status = 'ok' AND {name} IS NOT NULL",
-                bounds,
-            )
-            values = np.fromiter((v for (v,) in cursor), dtype=np.int64)
-            if values.size == 0:
-                found[name] = {"count": 0, **_named([None] * len(PERCENTILES))}
-                continue
-            ranks = np.percentile(values, [p * 100 for p in PERCENTILES], method="inverted_cdf")
-            found[name] = {"count": int(values.size), **_named([int(v) for v in ranks])}
-    finally:
-        cursor.close()
+    for index, name in enumerate(TIMING_COLUMNS):
+        count, listed = int(values[index * 2]), values[index * 2 + 1]
+        if count == 0:
+            found[name] = {"count": 0, **_named([None] * len(PERCENTILES))}
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns, and stops, at text that is not a whole number
+            try:
+                numbers = np.fromstring(listed, dtype=np.int64, sep=",")
+            except (ValueError, DeprecationWarning):
+                numbers = np.empty(0, dtype=np.int64)
+        if numbers.size != count:
+            raise LedgerError(f"the ledger's {name} column holds a value that is not a whole number")
+        ranks = np.percentile(numbers, [p * 100 for p in PERCENTILES], method="inverted_cdf")
+        found[name] = {"count": count, **_named([int(v) for v in ranks])}
     return found
