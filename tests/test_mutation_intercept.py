@@ -789,6 +789,33 @@ def test_an_error_event_without_a_message_still_makes_the_stream_partial(scripte
     estimated_row(row, count_prompt(body), count_text("Hi."))
 
 
+def test_a_read_of_many_ordinary_events_is_forwarded_without_parsing_each(scripted, ledger, monkeypatch):
+    # A fast network hands over hundreds of events a read (the proxy reads 64 KiB at a time), cut
+    # anywhere. When every "usage" in them is null they are passed on whole; the usage event and
+    # [DONE] are read.
+    parsed: list[bytes] = []
+    original = ResponseReader._read_events
+
+    def spy(self: ResponseReader, segment: bytes) -> bytes:
+        parsed.append(segment)
+        return original(self, segment)
+
+    monkeypatch.setattr(ResponseReader, "_read_events", spy)
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    many = b"".join(event(chunk([delta({"content": f" w{i}"})], True)) for i in range(50))
+    usage = event(chunk([], True, {"prompt_tokens": 40, "completion_tokens": 50}))
+    # Cut inside the last event: the read's whole events are judged apart from the part held back.
+    scripted.render = lambda _request: sse((first, many[:-7], many[-7:], usage + event(b"[DONE]")))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    # The caller did not ask for usage: it gets neither the usage event nor a "usage":null.
+    assert got == (first + many).replace(b',"usage":null', b"") + event(b"[DONE]")
+    assert parsed == [first, usage + event(b"[DONE]")]
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["output_tokens"]) == ("ok", "provider", 50)
+    assert row["cost_nanousd"] == 40 * INPUT + 50 * OUTPUT
+
+
 def test_an_error_object_without_a_message_in_a_200_answer_makes_it_partial(scripted, ledger):
     scripted.render = lambda _request: Answer(pieces=(json.dumps({"error": {"code": 503}}).encode(),))
     body = {"model": MODEL, "messages": MESSAGES}
