@@ -816,6 +816,44 @@ def test_a_read_of_many_ordinary_events_is_forwarded_without_parsing_each(script
     assert row["cost_nanousd"] == 40 * INPUT + 50 * OUTPUT
 
 
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (b'{"choices": [}', None),  # not JSON
+        (b"42", None),  # JSON, not an object
+        (json.dumps({"error": {"message": "The model overloaded."}}).encode(), "The model overloaded."),
+    ],
+)
+def test_a_bad_event_past_the_side_copy_bound_still_makes_the_stream_partial(
+    scripted, ledger, monkeypatch, bad, error
+):
+    # The check after the body reads the side copy; an event past its bound is judged as it passes.
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    content = event(chunk([delta({"content": "Hi."})], True))
+    usage = event(chunk([], True, USAGE))
+    monkeypatch.setattr(responses, "MAX_SIDE_COPY", len(first + content))
+    scripted.render = lambda _request: sse((first, content, event(bad), usage, event(b"[DONE]")))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    got = raw_stream(scripted.base_url, ledger, body)
+    # The caller gets every event but the usage it did not ask for, the bad one included.
+    assert got == (first + content).replace(b',"usage":null', b"") + event(bad) + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"], row["usage_source"]) == ("partial", error, "provider")
+    assert (row["input_tokens"], row["output_tokens"]) == (40, 2)
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
+def test_a_rows_response_id_is_the_first_id_the_stream_gives(scripted, ledger):
+    nameless = chunk([delta({"role": "assistant", "content": ""})], True)
+    del nameless["id"]  # a first chunk without an id: the id comes from the next one
+    content = event(chunk([delta({"content": "Hi."})], True, response_id="chatcmpl-first"))
+    usage = event(chunk([], True, USAGE, response_id="chatcmpl-later"))
+    scripted.render = lambda _request: sse((event(nameless), content, usage, event(b"[DONE]")))
+    raw_stream(scripted.base_url, ledger, {"model": MODEL, "messages": MESSAGES, "stream": True})
+    (row,) = rows(ledger)
+    assert (row["status"], row["response_id"], row["output_tokens"]) == ("ok", "chatcmpl-first", 2)
+
+
 def test_an_error_object_without_a_message_in_a_200_answer_makes_it_partial(scripted, ledger):
     scripted.render = lambda _request: Answer(pieces=(json.dumps({"error": {"code": 503}}).encode(),))
     body = {"model": MODEL, "messages": MESSAGES}

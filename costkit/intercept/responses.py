@@ -198,18 +198,17 @@ class ResponseReader:
         no error (an error event has no usage field; a usage object is longer than the window,
         so it sends the check to a full search). Anything else is parsed event by event. What
         the checks cannot see (a line that is not JSON, an error event or a comment before the
-        last event of a read) is found after the body, by ``_check_events``.
+        last event of a read) is found after the body, by ``_check_events``, in the side copy:
+        once that is full, every later event is parsed as it passes instead.
         """
         if not self._tail and self.response_id is not None and data.endswith(b"}\n\n"):
             at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
             if at >= 0 and data.startswith(b"null", at + 8):
                 side = self._side
-                side += data
-                if len(side) > MAX_SIDE_COPY:
-                    del side[-len(data) :]
-                    self.truncated = True
-                # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
-                return data.replace(b',"usage":null', b"") if self._drop else data
+                if len(side) + len(data) <= MAX_SIDE_COPY:
+                    side += data
+                    # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
+                    return data.replace(b',"usage":null', b"") if self._drop else data
         return self._scan_events(data)
 
     def _scan_events(self, data: bytes) -> bytes:
@@ -222,8 +221,10 @@ class ResponseReader:
         if self.ttft_us is None:
             self.ttft_us = int((time.perf_counter() - self._t0) * 1_000_000)
         at = segment.rfind(b'"usage":', len(segment) - _USAGE_WINDOW)
+        kept = len(self._side) + end <= MAX_SIDE_COPY  # else the check after the body cannot see it
         if (
-            self.response_id is None
+            not kept
+            or self.response_id is None
             or not segment.endswith(b"}\n\n")
             or not segment.startswith(b"data: {")
             or (at < 0 and b'"usage"' in segment)
@@ -232,7 +233,7 @@ class ResponseReader:
             or (segment.find(b"\n\n") != end - 2 and not _ordinary_events(segment))
         ):
             segment = self._read_events(segment)  # anything but ordinary JSON chunks
-        if len(self._side) + end <= MAX_SIDE_COPY:
+        if kept:
             self._side += segment
         else:
             self.truncated = True
