@@ -258,13 +258,11 @@ class ResponseReader:
         return b"".join(kept)
 
     def _inspect(self, payload: bytes) -> bool:
-        """Parse one chunk for its id, usage and error; True when it is a usage-only chunk."""
+        """Parse one chunk (``{`` to ``}``: JSON, it is an object) for its id, usage and error; True
+        when it is a usage-only chunk."""
         try:
-            chunk = json.loads(payload)
+            chunk: dict[str, Any] = json.loads(payload)
         except (ValueError, RecursionError):
-            self.malformed = True
-            return False
-        if not isinstance(chunk, dict):
             self.malformed = True
             return False
         if self.response_id is None and isinstance(chunk.get("id"), str):
@@ -276,7 +274,7 @@ class ResponseReader:
         if usage is None:
             return False
         self.usage = usage
-        return chunk.get("choices") == []
+        return bool(chunk.get("choices") == [])
 
     def fail(self) -> None:
         """The stream broke (connection dropped, timeout): what arrived is all there is."""
