@@ -24,6 +24,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx2
@@ -755,6 +756,56 @@ def test_a_plain_answer_in_pieces_is_read_up_to_its_bound_and_no_further(scripte
     else:  # exactly at the bound: read whole
         assert (row["status"], row["notes"], row["response_id"]) == ("ok", None, "chatcmpl-mutation")
         assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (40, 2, "provider")
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_stream_is_kept_for_its_estimate_up_to_its_bound_and_no_further(scripted, ledger, monkeypatch, over):
+    # No usage (the provider ignored costkit's ask): the output is estimated from the side copy.
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    content = event(chunk([delta({"content": "Hi."})], True))
+    monkeypatch.setattr(responses, "MAX_SIDE_COPY", len(first + content) - over)
+    scripted.render = lambda _request: sse((first, content, event(b"[DONE]")))
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    assert raw_stream(scripted.base_url, ledger, body) == (first + content).replace(
+        b',"usage":null', b""
+    ) + event(b"[DONE]")
+    (row,) = rows(ledger)
+    # [DONE] never fits: the copy is cut either way; the second chunk is kept only at the bound.
+    output = 0 if over else count_text("Hi.")
+    note = (
+        "no usage from the provider: input from costkit's count, output estimated from what arrived; "
+        f"only the first {len(first + content) - over} bytes of the response were kept for the estimate"
+    )
+    assert (row["status"], row["usage_source"], row["notes"]) == ("ok", "estimated", note)
+    assert (row["input_tokens"], row["output_tokens"]) == (PROMPT, output)
+    assert row["cost_nanousd"] == PROMPT * INPUT + output * OUTPUT
+
+
+def test_a_caller_that_asked_for_usage_gets_every_byte_as_sent(scripted, ledger):
+    pieces = (
+        event(chunk([delta({"role": "assistant", "content": ""})], True)),
+        event(chunk([delta({"content": "Hi."})], True)),
+        event(chunk([], True, USAGE)),
+        event(b"[DONE]"),
+    )
+    scripted.render = lambda _request: sse(pieces)
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    assert raw_stream(scripted.base_url, ledger, body) == b"".join(pieces)  # "usage":null kept
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "ok",
+        "provider",
+        40,
+        2,
+    )
+
+
+def test_time_to_first_token_is_whole_microseconds_of_the_readers_clock(monkeypatch):
+    # The one figure no real server can set exactly: the clock, read when the first event arrives.
+    monkeypatch.setattr(responses, "time", SimpleNamespace(perf_counter=lambda: 1003.25))
+    reader = ResponseReader(200, "text/event-stream", "", False, 1000.0, lambda _reader: None)
+    reader.feed(event(chunk([delta({"content": "Hi."})], False)))
+    assert reader.ttft_us == 3_250_000
 
 
 def test_an_error_answer_is_read_once(scripted, ledger):
