@@ -759,7 +759,9 @@ def test_a_plain_answer_in_pieces_is_read_up_to_its_bound_and_no_further(scripte
 
 
 @pytest.mark.parametrize("over", [0, 1])
-def test_a_stream_is_kept_for_its_estimate_up_to_its_bound_and_no_further(scripted, ledger, monkeypatch, over):
+def test_a_stream_is_kept_for_its_estimate_up_to_its_bound_and_no_further(
+    scripted, ledger, monkeypatch, over
+):
     # No usage (the provider ignored costkit's ask): the output is estimated from the side copy.
     first = event(chunk([delta({"role": "assistant", "content": ""})], True))
     content = event(chunk([delta({"content": "Hi."})], True))
