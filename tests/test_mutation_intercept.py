@@ -783,6 +783,53 @@ def test_a_stream_is_kept_for_its_estimate_up_to_its_bound_and_no_further(
     assert row["cost_nanousd"] == PROMPT * INPUT + output * OUTPUT
 
 
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_first_event_at_the_side_copys_bound_is_kept_for_the_estimate(scripted, ledger, monkeypatch, over):
+    first = event(chunk([delta({"role": "assistant", "content": "Hi."})], True))  # read before any id
+    monkeypatch.setattr(responses, "MAX_SIDE_COPY", len(first) - over)
+    scripted.render = lambda _request: sse((first, event(b"[DONE]")))
+    raw_stream(scripted.base_url, ledger, {"model": MODEL, "messages": MESSAGES, "stream": True})
+    (row,) = rows(ledger)
+    output = 0 if over else count_text("Hi.")
+    assert (row["status"], row["usage_source"], row["output_tokens"]) == ("ok", "estimated", output)
+    assert row["cost_nanousd"] == PROMPT * INPUT + output * OUTPUT
+
+
+def test_without_usage_a_done_sharing_a_read_with_the_last_chunk_still_completes_the_stream(scripted, ledger):
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    content = event(chunk([delta({"content": "Hi."})], True))
+    scripted.render = lambda _request: sse((first, content + event(b"[DONE]")))
+    got = raw_stream(scripted.base_url, ledger, {"model": MODEL, "messages": MESSAGES, "stream": True})
+    assert got == (first + content).replace(b',"usage":null', b"") + event(b"[DONE]")
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"]) == ("ok", "estimated")
+    assert row["output_tokens"] == count_text("Hi.")
+
+
+def test_a_last_event_without_its_blank_line_is_forwarded_and_read_with_all_before_it(scripted, ledger):
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    content = event(chunk([delta({"content": "Hi."})], True))
+    last = event(chunk([delta({"content": " Bye."})], True))[:-2]  # the body ends without "\n\n"
+    scripted.render = lambda _request: sse((first, content, last))
+    got = raw_stream(scripted.base_url, ledger, {"model": MODEL, "messages": MESSAGES, "stream": True})
+    assert got == (first + content + last).replace(b',"usage":null', b"")
+    (row,) = rows(ledger)
+    # Neither [DONE] nor usage: partial, estimated from every chunk, the last one included.
+    assert (row["status"], row["usage_source"]) == ("partial", "estimated")
+    assert row["output_tokens"] == count_text("Hi. Bye.")
+
+
+def test_json_with_spaces_around_it_in_a_data_line_is_an_ordinary_chunk(scripted, ledger):
+    # "data:  {...} " is valid: the SDK parses the payload as JSON, spaces and all.
+    padded = b"data:  " + json.dumps(chunk([delta({"content": "Hi."})], True)).encode() + b" \n\n"
+    usage = event(chunk([], True, USAGE))
+    scripted.render = lambda _request: sse((padded, usage, event(b"[DONE]")))
+    got = raw_stream(scripted.base_url, ledger, {"model": MODEL, "messages": MESSAGES, "stream": True})
+    assert got == padded + event(b"[DONE]")  # (only the compact ',"usage":null' is taken out)
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["output_tokens"]) == ("ok", "provider", 2)
+
+
 def test_a_caller_that_asked_for_usage_gets_every_byte_as_sent(scripted, ledger):
     pieces = (
         event(chunk([delta({"role": "assistant", "content": ""})], True)),

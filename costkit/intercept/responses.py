@@ -250,9 +250,9 @@ class ResponseReader:
             if payload is not None:
                 if payload == DONE:
                     self.done = True
-                elif payload[:1] != b"{" or payload[-1:] != b"}":
+                elif (json_text := payload.strip(b" \t"))[:1] != b"{" or json_text[-1:] != b"}":
                     self.malformed = True  # a cheap shape check; the caller's parser will say more
-                elif self._inspect(payload) and self._drop:
+                elif self._inspect(json_text) and self._drop:
                     continue
             kept.append(raw)
         return b"".join(kept)
