@@ -129,7 +129,9 @@ class _Handler(socketserver.StreamRequestHandler):
             pieces = split_at(
                 body, [len(body) * (i + 1) // (len(answer.pieces) + 1) for i in range(len(answer.pieces))]
             )
-        head = [f"HTTP/1.1 {answer.status} X", f"Content-Type: {answer.content_type}"]
+        head = [f"HTTP/1.1 {answer.status} X"]
+        if answer.content_type:  # "": no Content-Type header at all
+            head.append(f"Content-Type: {answer.content_type}")
         if answer.chunked:
             head.append("Transfer-Encoding: chunked")
         else:

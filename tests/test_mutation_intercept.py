@@ -857,6 +857,21 @@ def test_time_to_first_token_is_whole_microseconds_of_the_readers_clock(monkeypa
     assert reader.ttft_us == 3_250_000
 
 
+def test_an_answer_without_a_content_type_is_read_as_a_plain_answer(scripted, ledger):
+    raw = json.dumps(REPLY).encode()
+    scripted.render = lambda _request: Answer(content_type="", pieces=(raw,))
+    response = post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    assert "content-type" not in response.headers and response.content == raw
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"]) == (
+        "ok",
+        "provider",
+        40,
+        2,
+    )
+    assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
+
+
 def test_an_error_answer_is_read_once(scripted, ledger):
     answer = {"error": {"message": "Rate limit reached"}, "x_metrics": "junk"}
     scripted.render = lambda _request: Answer(status=429, pieces=(json.dumps(answer).encode(),))
