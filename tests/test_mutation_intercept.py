@@ -872,6 +872,33 @@ def test_an_answer_without_a_content_type_is_read_as_a_plain_answer(scripted, le
     assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
 
 
+def test_codings_costkit_cannot_decode_are_named_as_the_header_lists_them(scripted, ledger):
+    pieces = (event(chunk([delta({"content": "Hi."})], True)), event(b"[DONE]"))
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream",
+        pieces=pieces,
+        chunked=True,
+        extra_headers=(("Content-Encoding", "gzip, x-unknown"),),
+    )
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    assert raw_stream(scripted.base_url, ledger, body) == b"".join(pieces)  # untouched, as labelled
+    (row,) = rows(ledger)
+    assert row["status"] == "partial"
+    assert "response encoded as 'gzip, x-unknown', which costkit cannot decode" in row["notes"]
+
+
+def test_an_error_answer_sent_as_a_stream_reaches_the_caller_untouched(scripted, ledger):
+    # costkit takes out of a stream only what it asked for, and only from a successful answer.
+    pieces = (event(chunk([delta({"content": "Hi."})], True)), event(chunk([], True, USAGE)))
+    scripted.render = lambda _request: Answer(
+        status=400, content_type="text/event-stream", pieces=pieces, chunked=True
+    )
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    assert raw_stream(scripted.base_url, ledger, body) == b"".join(pieces)
+    (row,) = rows(ledger)
+    assert (row["status"], row["http_status"], row["error"]) == ("error", 400, "HTTP 400")
+
+
 def test_an_error_answer_is_read_once(scripted, ledger):
     answer = {"error": {"message": "Rate limit reached"}, "x_metrics": "junk"}
     scripted.render = lambda _request: Answer(status=429, pieces=(json.dumps(answer).encode(),))
