@@ -819,6 +819,20 @@ def test_a_last_event_without_its_blank_line_is_forwarded_and_read_with_all_befo
     assert row["output_tokens"] == count_text("Hi. Bye.")
 
 
+def test_a_last_event_without_its_blank_line_leaves_the_check_after_the_body_its_whole_stream(
+    scripted, ledger
+):
+    # The caller asked for usage, so costkit holds nothing back; the body ends in "data: [DONE]".
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    broken = b'data: {"id":"chatcmpl-paths","choices":[},"usage":null}\n\n'  # passes the byte checks
+    pieces = (first, broken, event(chunk([], True, USAGE)), b"data: [DONE]")
+    scripted.render = lambda _request: sse(pieces)
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    assert raw_stream(scripted.base_url, ledger, body) == b"".join(pieces)
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"], row["output_tokens"]) == ("partial", "provider", 2)
+
+
 def test_json_with_spaces_around_it_in_a_data_line_is_an_ordinary_chunk(scripted, ledger):
     # "data:  {...} " is valid: the SDK parses the payload as JSON, spaces and all.
     padded = b"data:  " + json.dumps(chunk([delta({"content": "Hi."})], True)).encode() + b" \n\n"
@@ -847,6 +861,28 @@ def test_a_caller_that_asked_for_usage_gets_every_byte_as_sent(scripted, ledger)
         40,
         2,
     )
+
+
+def test_a_reader_settles_once_as_its_closer_says():
+    settled: list[ResponseReader] = []
+    reader = ResponseReader(200, "text/event-stream", "", False, 0.0, settled.append)
+    reader.close(exhausted=True)  # read to its end, though no end was fed here
+    reader.close(exhausted=False, interrupted="again")  # every later close changes nothing
+    assert settled == [reader]
+    assert (reader.exhausted, reader.interrupted) == (True, None)
+
+
+def test_only_the_callers_close_during_an_exception_is_an_interrupted_read():
+    for by_caller, interrupted in ((False, None), (True, "the caller's read ended in ValueError")):
+        reader = ResponseReader(200, "text/event-stream", "", False, 0.0, lambda _reader: None)
+        try:
+            raise ValueError("the caller's code failed")
+        except ValueError:
+            if by_caller:
+                reader.close(by_caller=True)
+            else:
+                reader.close()  # costkit's own close (at exit, after a failure of its own)
+        assert (reader.exhausted, reader.interrupted) == (False, interrupted)
 
 
 def test_time_to_first_token_is_whole_microseconds_of_the_readers_clock(monkeypatch):
