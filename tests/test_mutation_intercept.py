@@ -833,6 +833,21 @@ def test_a_last_event_without_its_blank_line_leaves_the_check_after_the_body_its
     assert (row["status"], row["usage_source"], row["output_tokens"]) == ("partial", "provider", 2)
 
 
+def test_a_cut_stream_that_held_an_error_event_has_that_error_on_its_row(scripted, ledger):
+    first = event(chunk([delta({"role": "assistant", "content": ""})], True))
+    content = event(chunk([delta({"content": "Hi."})], True))
+    error = event({"error": {"message": "The model overloaded mid-stream."}})
+    # the error event rides in one read after an ordinary chunk (past the byte checks); then the
+    # connection is closed: neither [DONE] nor usage
+    scripted.render = lambda _request: Answer(
+        content_type="text/event-stream", pieces=(first, content + error), chunked=True, cut=True
+    )
+    with pytest.raises(httpx2.RemoteProtocolError):
+        raw_stream(scripted.base_url, ledger, {"model": MODEL, "messages": MESSAGES, "stream": True})
+    (row,) = rows(ledger)
+    assert (row["status"], row["error"]) == ("partial", "The model overloaded mid-stream.")
+
+
 def test_json_with_spaces_around_it_in_a_data_line_is_an_ordinary_chunk(scripted, ledger):
     # "data:  {...} " is valid: the SDK parses the payload as JSON, spaces and all.
     padded = b"data:  " + json.dumps(chunk([delta({"content": "Hi."})], True)).encode() + b" \n\n"

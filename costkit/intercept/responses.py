@@ -309,7 +309,7 @@ class ResponseReader:
                 self._side += last
                 self._read_events(last)
             self._tail = b""
-            if self._reading and self.complete:  # only where it can still change the row
+            if self._reading:  # a partial stream too: an error event it held is the row's error
                 self._check_events()
         elif self._reading:
             self._read_json()
