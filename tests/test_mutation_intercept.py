@@ -566,6 +566,40 @@ def test_with_the_preflight_off_an_oversized_request_is_sent_and_charged(scripte
     assert row["cost_nanousd"] == 40 * INPUT + 2 * OUTPUT
 
 
+def test_without_store_text_no_prompt_or_completion_text_is_kept(scripted, ledger):
+    scripted.render = lambda _request: sse(
+        (event(chunk([delta({"content": "Hi."})], True)), event(chunk([], True, USAGE)), event(b"[DONE]"))
+    )
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    raw_stream(scripted.base_url, ledger, body)
+    (row,) = rows(ledger)
+    assert (row["status"], row["prompt_text"], row["completion_text"]) == ("ok", None, None)
+
+    class Recorder:  # anything with record(row) may take the rows; one without store_text gets no text
+        def __init__(self) -> None:
+            self.rows: list[Any] = []
+
+        def record(self, row: Any) -> None:
+            self.rows.append(row)
+
+    recorder = Recorder()
+    client = costkit.wrap(httpx2.Client(), ledger=recorder)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=body) as response:
+        response.read()
+    (own,) = recorder.rows
+    assert (own.status, own.output_tokens, own.prompt_text, own.completion_text) == ("ok", 2, None, None)
+
+
+def test_latency_is_whole_microseconds_of_the_calls_clock(scripted, ledger, monkeypatch):
+    # The clock no real server can set: the call reads it once at its start and once at its end.
+    readings = iter([1000.0])
+    monkeypatch.setattr(accounting, "time", SimpleNamespace(perf_counter=lambda: next(readings, 1003.25)))
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    (row,) = rows(ledger)
+    assert row["latency_us"] == 3_250_000
+
+
 def test_stored_text_keeps_the_callers_characters(scripted, tmp_path):
     reply = {**REPLY, "choices": [{"index": 0, "message": {"role": "assistant", "content": "Grüezi \x00."}}]}
     scripted.render = lambda _request: Answer(pieces=(json.dumps(reply).encode(),))
@@ -688,6 +722,17 @@ def test_a_credential_echoed_into_the_usage_is_redacted_from_the_notes(scripted,
 def test_a_request_that_cannot_be_counted_says_why_it_is_unpriced(scripted, ledger):
     scripted.render = lambda _request: Answer(pieces=(json.dumps(NO_USAGE).encode(),))
     post(scripted.base_url, ledger, json.dumps({"model": MODEL, "messages": "Hello"}).encode())
+    (row,) = rows(ledger)
+    assert (row["status"], row["input_tokens"], row["estimated_input_tokens"]) == ("ok", 0, None)
+    assert row["notes"].endswith("unpriced: input tokens unknown (messages: must be a list)")
+    assert (row["cost_nanousd"], row["price_id"]) == (0, None)
+
+
+def test_with_the_preflight_off_a_request_that_cannot_be_counted_still_says_why(scripted, ledger):
+    # No pre-flight verdict, yet the request is still counted for its row, and why it cannot be is kept.
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(NO_USAGE).encode(),))
+    body = json.dumps({"model": MODEL, "messages": "Hello"}).encode()
+    post(scripted.base_url, ledger, body, preflight=False)
     (row,) = rows(ledger)
     assert (row["status"], row["input_tokens"], row["estimated_input_tokens"]) == ("ok", 0, None)
     assert row["notes"].endswith("unpriced: input tokens unknown (messages: must be a list)")
