@@ -983,6 +983,28 @@ def test_codings_costkit_cannot_decode_are_named_as_the_header_lists_them(script
     assert "response encoded as 'gzip, x-unknown', which costkit cannot decode" in row["notes"]
 
 
+def test_a_plain_answer_in_a_coding_costkit_cannot_decode_is_left_unread_and_said_so_once(
+    scripted, ledger, caplog
+):
+    raw = json.dumps(REPLY).encode()  # labelled, not encoded: costkit must not try to read it at all
+    scripted.render = lambda _request: Answer(
+        pieces=(raw,), extra_headers=(("Content-Encoding", "x-unknown"),)
+    )
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    body = {"model": MODEL, "messages": MESSAGES}
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", json=body) as response:
+        assert b"".join(response.iter_raw()) == raw
+    (row,) = rows(ledger)
+    assert not [
+        r for r in caplog.records if r.name.startswith("costkit")
+    ]  # expected: no failure of costkit's
+    assert (row["status"], row["usage_source"], row["input_tokens"]) == ("partial", "estimated", PROMPT)
+    assert row["notes"] == (
+        "no usage from the provider: input from costkit's count, output estimated from what arrived; "
+        "response encoded as 'x-unknown', which costkit cannot decode: forwarded untouched, not read"
+    )
+
+
 def test_an_error_answer_sent_as_a_stream_reaches_the_caller_untouched(scripted, ledger):
     # costkit takes out of a stream only what it asked for, and only from a successful answer.
     pieces = (event(chunk([delta({"content": "Hi."})], True)), event(chunk([], True, USAGE)))
