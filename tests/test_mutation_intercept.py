@@ -549,6 +549,19 @@ def test_tags_from_every_tags_header_are_kept_and_a_latin1_value_is_read(scripte
     assert row["notes"] is None
 
 
+def test_a_bad_tag_of_the_transport_and_one_of_the_header_are_both_noted(scripted, ledger):
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(REPLY).encode(),))
+    content = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
+    headers = [("X-Costkit-Tags", b"team=search, nokey")]
+    post(scripted.base_url, ledger, content, headers, tags={"feature": "x" * 201})
+    (row,) = rows(ledger)
+    assert row["tags"] == {"team": "search"}
+    notes = row["notes"].split("; ")
+    assert len(notes) == 2, notes
+    assert notes[0] == "tag 'feature' from Transport(tags=) dropped: the value is longer than 200 characters"
+    assert notes[1].startswith("X-Costkit-Tags item 2 of 2 dropped")
+
+
 def test_with_the_preflight_off_an_oversized_request_is_sent_and_charged(scripted, ledger):
     sent: list[Any] = []
     scripted.render = lambda request: sent.append(request) or Answer(pieces=(json.dumps(REPLY).encode(),))
