@@ -176,6 +176,47 @@ class FailingSettledHook:
         raise LeakyHookError(f"no budget for the key {PLAIN_KEY} (row {row.status}, call {self.calls})")
 
 
+class CountingBug(RuntimeError):
+    pass
+
+
+def test_a_bug_in_costkits_own_count_is_logged_once_redacted_and_the_request_still_accounted(
+    scripted, ledger, caplog, monkeypatch
+):
+    caplog.set_level(logging.DEBUG, logger="costkit")
+    calls = iter(range(1, 10))
+
+    def broken_preflight(*_args: Any, **_kwargs: Any) -> Any:
+        call = next(calls)
+        if call == 3:
+            raise KeyError("encoding table")
+        raise CountingBug(f"tokenizer state lost for {PLAIN_KEY} (call {call})")
+
+    def refusing_count(_body: Any) -> Any:  # the count for the row fails too, as the caller's fault
+        raise costkit.InvalidRequest("messages", "cannot be counted now")
+
+    monkeypatch.setattr(accounting, "preflight", broken_preflight)
+    monkeypatch.setattr(accounting, "count_request", refusing_count)
+    scripted.render = lambda _request: Answer(pieces=(json.dumps(NO_USAGE).encode(),))
+    client = sdk(scripted.base_url, ledger, api_key=PLAIN_KEY)
+    for _ in range(3):  # CountingBug, CountingBug again, KeyError
+        assert (
+            client.chat.completions.create(model=MODEL, messages=MESSAGES).choices[0].message.content == "Hi."
+        )
+    logged = [r.getMessage() for r in caplog.records if r.name == "costkit" and r.levelno == logging.ERROR]
+    counted = [m for m in logged if m.startswith("costkit: could not count a request\n")]
+    assert len(counted) == 2  # once per exception type, with its traceback; the repeat at debug level
+    assert "CountingBug: tokenizer state lost for [redacted] (call 1)" in counted[0]
+    assert "KeyError: 'encoding table'" in counted[1]
+    assert PLAIN_KEY not in caplog.text and "(call 2)" not in caplog.text
+    found = rows(ledger)  # sent, answered and recorded; why it is unpriced is the first failure
+    assert [(r["status"], r["price_id"], r["cost_nanousd"]) for r in found] == [("ok", None, 0)] * 3
+    assert [r["notes"].rsplit("; ", 1)[-1] for r in found] == [
+        f"unpriced: input tokens unknown (costkit could not count the request ({kind}))"
+        for kind in ("CountingBug", "CountingBug", "KeyError")
+    ]
+
+
 def test_a_failing_settled_hook_is_logged_once_per_error_redacted_and_the_row_is_kept(
     scripted, ledger, caplog
 ):
