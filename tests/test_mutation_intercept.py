@@ -217,6 +217,36 @@ def test_a_bug_in_costkits_own_count_is_logged_once_redacted_and_the_request_sti
     ]
 
 
+def test_accounting_failures_are_logged_once_per_type_and_the_fallback_row_keeps_its_start(
+    scripted, ledger, caplog, monkeypatch
+):
+    caplog.set_level(logging.DEBUG, logger="costkit")
+    failures = iter([KeyError("row field"), KeyError("row field"), ValueError("row value")])
+
+    def failing_row(*_args: Any) -> Any:
+        raise next(failures)
+
+    def slow(_request: Any) -> Answer:
+        time.sleep(0.3)  # the row is made at least this long after the request started
+        return Answer(pieces=(json.dumps(REPLY).encode(),))
+
+    monkeypatch.setattr(accounting.Call, "_row", failing_row)
+    scripted.render = slow
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    starts = []
+    for _ in range(3):
+        starts.append(datetime.now().astimezone())
+        client.post(f"{scripted.base_url}/chat/completions", json={"model": MODEL, "messages": MESSAGES})
+    logged = [r.getMessage() for r in caplog.records if r.name == "costkit" and r.levelno == logging.ERROR]
+    failed = [m for m in logged if "accounting failed for request" in m]
+    assert len(failed) == 2  # KeyError, then ValueError, each with its traceback; the repeat at debug
+    assert "KeyError: 'row field'" in failed[0] and "ValueError: row value" in failed[1]
+    found = sorted(rows(ledger), key=lambda r: r["started_at"])
+    assert [r["error"] for r in found] == ["costkit accounting failed"] * 3
+    for row, start in zip(found, starts, strict=True):  # when the request started, not when it settled
+        assert abs((row["started_at"] - start).total_seconds()) < 0.2
+
+
 def test_a_failing_settled_hook_is_logged_once_per_error_redacted_and_the_row_is_kept(
     scripted, ledger, caplog
 ):
@@ -588,6 +618,23 @@ def test_tags_from_every_tags_header_are_kept_and_a_latin1_value_is_read(scripte
     (row,) = rows(ledger)
     assert row["tags"] == {"team": "search", "feature": "café", "user": "42"}
     assert row["notes"] is None
+
+
+def test_a_stream_body_costkit_cannot_rewrite_is_sent_as_the_caller_wrote_it(scripted, ledger):
+    # A lone surrogate (valid JSON escape, not encodable as UTF-8) and a stream_options that does not
+    # ask for usage: the field cannot be rewritten into the body, so the caller's bytes go as they are.
+    content = b'{"model":"gpt-4.1","messages":[{"role":"user","content":"a\\ud800b"}],"stream":true,'
+    content += b'"stream_options":{"include_usage":false}}'
+    pieces = (event(chunk([delta({"content": "Hi."})], False)), event(b"[DONE]"))
+    scripted.render = lambda _request: sse(pieces)
+    client = costkit.wrap(httpx2.Client(), ledger=ledger)
+    with client.stream("POST", f"{scripted.base_url}/chat/completions", content=content) as response:
+        assert b"".join(response.iter_raw()) == b"".join(pieces)
+    sent = scripted.received[-1]
+    assert sent.body == content
+    assert sent.headers.get("accept-encoding") != "identity"  # costkit asked for nothing
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"]) == ("ok", "estimated")
 
 
 def test_a_bad_tag_of_the_transport_and_one_of_the_header_are_both_noted(scripted, ledger):
