@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,22 +88,9 @@ def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="costkit-report") as pool:
             for part in pool.map(run, groups):
                 found.update(part)
-    found["tags"] = _added(found.pop(f"tags{i}") for i in range(len(halves)))
+    found["tags"] = queries.summed_per_value(row for i in range(len(halves)) for row in found.pop(f"tags{i}"))
     return Aggregates(**found)
 
 
 def _tag_group(name: str, half: Window, keys: list[str]) -> Callable[[Connection], dict[str, Any]]:
     return lambda connection: {name: queries.by_tags(connection, half, keys)}
-
-
-def _added(parts: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The per-value sums of several windows' tag rows, as one window's (integers: exact)."""
-    summed: dict[tuple[str, str], dict[str, Any]] = {}
-    for part in parts:
-        for row in part:
-            into = summed.setdefault(
-                (row["key"], row["value"]), dict.fromkeys(row, 0) | {"key": row["key"], "value": row["value"]}
-            )
-            for name in queries.TOTAL_COLUMNS:
-                into[name] += row[name]
-    return list(summed.values())

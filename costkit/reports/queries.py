@@ -17,7 +17,7 @@ look up and sort, looks each request's tags up by primary key (see ``_by_tags_pi
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -219,7 +219,7 @@ def _by_tags_pivoted(connection: Connection, window: Window, keys: list[str]) ->
     of values, which Python adds up per key and value (integers: exact). At most
     ``PIVOT_KEYS`` keys share a query, so the combinations stay few.
     """
-    summed: dict[tuple[str, str], dict[str, Any]] = {}
+    per_value: list[dict[str, Any]] = []
     for start in range(0, len(keys), PIVOT_KEYS):
         chosen = keys[start : start + PIVOT_KEYS]
         joins = " ".join(
@@ -236,14 +236,26 @@ def _by_tags_pivoted(connection: Connection, window: Window, keys: list[str]) ->
         """
         params = {**window.params(), **{f"key{i}": key for i, key in enumerate(chosen)}}
         for row in connection.execute(_statement(sql), params):
-            sums = [_money(v) for v in row[len(chosen) :]]
-            for key, value in zip(chosen, row[: len(chosen)], strict=False):
-                if value is None:
-                    continue  # the request has no such tag
-                zero = dict.fromkeys(TOTAL_COLUMNS, 0)
-                into = summed.setdefault((key, value), {"key": key, "value": value, **zero})
-                for name, amount in zip(TOTAL_COLUMNS, sums, strict=True):
-                    into[name] += amount
+            sums = {n: _money(v) for n, v in zip(TOTAL_COLUMNS, row[len(chosen) :], strict=True)}
+            per_value += [
+                {"key": key, "value": value, **sums}
+                for key, value in zip(chosen, row[: len(chosen)], strict=True)
+                if value is not None  # (None: the request has no such tag)
+            ]
+    return summed_per_value(per_value)
+
+
+def summed_per_value(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tag rows (``key``, ``value`` and the ``TOTAL_COLUMNS``) added up per key and value (integers:
+    exact): several groups or several windows of one tag value as one row."""
+    summed: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        into = summed.setdefault(
+            (row["key"], row["value"]),
+            {"key": row["key"], "value": row["value"], **dict.fromkeys(TOTAL_COLUMNS, 0)},
+        )
+        for name in TOTAL_COLUMNS:
+            into[name] += row[name]
     return list(summed.values())
 
 
