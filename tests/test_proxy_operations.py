@@ -67,6 +67,9 @@ def test_a_hard_budget_refuses_with_429_once_spent(upstream, tmp_path):
         client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-test", max_retries=0)
         first = client.chat.completions.create(**BODY, max_tokens=16, stream=False)
         assert first.choices
+        # The first row's spend, not its (smaller) reservation, is what leaves too little: wait for the
+        # writer to store it, as a loaded machine may not have yet when the answer reaches the client.
+        wait_for_rows(proxy, 1)
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(**BODY, max_tokens=16, stream=False)
         assert caught.value.code == "costkit_budget_exceeded"
