@@ -3,9 +3,11 @@
 Ledgers are generated in SQL (a recursive CTE on SQLite, ``generate_series`` on
 PostgreSQL), never through the writer: a month of traffic spread evenly over October
 2026, three models, cached prompts, streams, errors, partial and blocked rows, and
-three tags per request (team: 6 values, feature: 24, user: 2,000). Request ids are
-scattered like the uuid4 ids costkit writes (a multiplicative hash, then the row number),
-so no lookup by id enjoys time order. The schema is
+three tags per request (team: 6 values, feature: 24, user: 2,000). Request ids have the
+shape of the UUID version 7 ids costkit writes (32 hex characters: the millisecond the row
+started, then hashed bits), so they follow time order as real ones do. Ledgers written
+before costkit switched to them hold scattered uuid4 ids: the SQLite month with tags
+is also timed on such a ledger (``legacy ids``: 32 hashed hex characters). The schema is
 created by costkit itself (``costkit db upgrade``), so the indexes are the ledger's own.
 
 Timed, each ``--runs`` times, medians reported:
@@ -101,7 +103,11 @@ _TAGS = (
 )
 
 
-def fill_sqlite(path: Path, rows: int) -> None:
+_HASH_A = "((i * 2654435761) % 4294967296)"
+_HASH_B = "((i * 40503 + 12345) % 4294967296)"
+
+
+def fill_sqlite(path: Path, rows: int, legacy_ids: bool = False) -> None:
     import sqlite3
 
     prepare(f"sqlite:///{path}")
@@ -111,7 +117,14 @@ def fill_sqlite(path: Path, rows: int) -> None:
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = OFF")
-        request_id = "printf('%08x%09d', (i * 2654435761) % 4294967296, i)"
+        if legacy_ids:  # uuid4: nothing in the id follows time
+            request_id = (
+                f"printf('%08x%08x%08x%08x', {_HASH_A}, {_HASH_B}, "
+                "(i * 69069 + 1) % 4294967296, (i * 1103515245 + 12345) % 4294967296)"
+            )
+        else:  # UUID version 7: the row's millisecond, then hashed bits
+            millisecond = f"({int(START.timestamp()) * 1000} + {SECONDS * 1000} * i / {rows})"
+            request_id = f"printf('%012x7%03x%08x%08x', {millisecond}, i % 4096, {_HASH_A}, {_HASH_B})"
         columns = _columns(started, request_id, "i % 2 = 0")
         connection.execute(f"INSERT INTO costkit_requests {seq} SELECT {columns} FROM seq")
         for key, value in _TAGS:
@@ -159,7 +172,11 @@ def fill_postgres(url: str, rows: int, months: int = 1) -> None:
         connection.execute(text("SET LOCAL synchronous_commit = off"))
         connection.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
         again = _without_keys(connection)
-        request_id = "lpad(to_hex((i * 2654435761) % 4294967296), 8, '0') || lpad(i::text, 9, '0')"
+        millisecond = f"({int(begin * 1000)} + {months * SECONDS * 1000}::bigint * i / {rows})"
+        request_id = (  # UUID version 7: the row's millisecond, then hashed bits
+            f"lpad(to_hex({millisecond}), 12, '0') || '7' || lpad(to_hex(i % 4096), 3, '0') "
+            f"|| lpad(to_hex({_HASH_A}), 8, '0') || lpad(to_hex({_HASH_B}), 8, '0')"
+        )
         columns = _columns(started, request_id, "i % 2 = 0")
         connection.execute(text(f"INSERT INTO costkit_requests SELECT {columns} {series}"))
         for key, value in _TAGS:
@@ -300,6 +317,12 @@ def main() -> int:
             for by in ([], BY):
                 label = f"sqlite {args.rows:,} rows, month, by model{''.join(', ' + b for b in by)}"
                 ok &= measure(label, f"sqlite:///{path}", MONTH, by, args.runs, 3, directory / "a")
+            path.unlink()
+            began = time.perf_counter()
+            fill_sqlite(path, args.rows, legacy_ids=True)
+            print(f"sqlite: {args.rows:,} rows, legacy ids, generated in {time.perf_counter() - began:.1f} s")
+            label = f"sqlite {args.rows:,} rows, legacy ids, month, by model, {', '.join(BY)}"
+            ok &= measure(label, f"sqlite:///{path}", MONTH, BY, args.runs, 3, directory / "a")
         if not args.no_postgres:
             ok &= bench_postgres(args, directory)
     print(
