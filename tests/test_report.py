@@ -20,6 +20,8 @@ from sqlalchemy import create_engine, text
 import costkit
 from costkit.budgets.budget import Budget
 from costkit.money import format_usd
+from costkit.reports.aggregate import aggregate
+from costkit.reports.period import period_of
 from tests.ledger_helpers import db_url, pg_schema
 from tests.report_helpers import IMG, SCRIPT, day, fill, price, row
 
@@ -123,6 +125,48 @@ def test_spend_per_day_is_split_by_token_kind_and_caching_savings_are_exact(db_u
     )
     # The worked example of OpenAI's docs, alone: $0.003532.
     assert price("gpt-4.1", 2006, 1920, 300) == 3_532_000
+
+
+def test_a_group_on_both_sides_of_the_periods_middle_is_one_group(db_url: str) -> None:
+    # The day's sums are read as two halves (before and after 12:00) and added up: one day, one
+    # model and one status must still be one row each, with both halves' requests in it.
+    fill(
+        db_url,
+        [
+            row(day("2026-11-02", 9), input_tokens=2006, cached=1920, output=300, tags={"team": "a"}),
+            row(day("2026-11-02", 11, 59), input_tokens=1000, cached=0, output=10, tags={"team": "a"}),
+            row(day("2026-11-02", 12), input_tokens=3000, cached=2048, output=700, tags={"team": "a"}),
+            row(day("2026-11-02", 23, 59), model="gpt-4.1-mini", input_tokens=50, cached=0, output=5),
+        ],
+    )
+    report = costkit.report(db_url, since="2026-11-02", until="2026-11-03", by=["tag:team"])
+    gpt = (
+        price("gpt-4.1", 2006, 1920, 300) + price("gpt-4.1", 1000, 0, 10) + price("gpt-4.1", 3000, 2048, 700)
+    )
+    mini = price("gpt-4.1-mini", 50, 0, 5)
+    assert [(d, n, c) for d, n, c in report.frames["daily"][["date", "requests", "cost_nanousd"]].values] == [
+        ("2026-11-02", 4, gpt + mini)
+    ]
+    by_model = report.frames["by_model"].set_index("model")
+    assert by_model.loc["gpt-4.1", "requests"] == 3 and by_model.loc["gpt-4.1", "cost_nanousd"] == gpt
+    assert (
+        by_model.loc["gpt-4.1-mini", "requests"] == 1 and by_model.loc["gpt-4.1-mini", "cost_nanousd"] == mini
+    )
+    assert list(report.frames["statuses"]["requests"]) == [4]
+    team = report.frames["by_tag_team"].set_index("value")
+    assert team.loc["a", "requests"] == 3 and team.loc["a", "cost_nanousd"] == gpt
+    assert report.data["cache"]["saved_nanousd"] == (1920 + 2048) * (2000 - 500)
+    assert report.totals["cost_nanousd"] == ledger_sum(db_url, "2026-11-02", "2026-11-03") == gpt + mini
+    engine = create_engine(db_url)
+    try:
+        found = aggregate(engine, period_of(date(2026, 11, 2), date(2026, 11, 3), "UTC"), ["team"])
+    finally:
+        engine.dispose()
+    assert sorted((g["model"], g["requests"], g["cost_nanousd"]) for g in found.cube) == [
+        ("gpt-4.1", 3, gpt),
+        ("gpt-4.1-mini", 1, mini),
+    ]
+    assert [(t["value"], t["requests"]) for t in found.tags] == [("a", 3)]
 
 
 def test_rows_priced_otherwise_stay_in_the_total_as_other(db_url: str) -> None:

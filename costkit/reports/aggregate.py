@@ -33,17 +33,19 @@ class Aggregates:
     )
 
 
-WORKERS = 4
-"""Connections the queries run on at once: the cube, two halves of the tag join, and the rest."""
+WORKERS = 5
+"""Connections the queries run on at once: on SQLite two halves of the cube, two of the tag join, and
+the rest."""
 
 
 def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates:
     """Run the report's queries over ``period`` (and the totals of the period before it).
 
     The queries run side by side, each on its own connection (both drivers let other
-    threads run while the database works), in three groups of about equal cost. Each
-    sees the committed rows of its own moment: for a period that has ended, as the
-    default one has, that is the same rows.
+    threads run while the database works); on SQLite the cube and the tags each run as
+    two halves of the period whose sums add up exactly, so that no one query outlasts the
+    rest and both cores stay busy to the end. Each sees the committed rows of its own
+    moment: for a period that has ended, as the default one has, that is the same rows.
     """
     zone = period.zone
     window = Window(period.since, period.until, zone)
@@ -59,19 +61,19 @@ def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates
             "timings": queries.timings(connection, window),
         }
 
-    # On SQLite the tags cost one look-up per request and key, most of a report's time: they run
-    # as two halves of the period, one per core, whose sums add up exactly. (PostgreSQL hashes
-    # the tag table instead: each half would hash all of it again.)
-    middle = window.since + (window.until - window.since) / 2
-    if not tag_keys:
-        halves: list[Window] = []
-    elif engine.dialect.name == "sqlite":
-        halves = [Window(window.since, middle, zone), Window(middle, window.until, zone)]
+    # On SQLite, which can only look up and sort, the cube and the tags (one look-up per request
+    # and key) are most of a report's time: each runs as two halves of the period, one per core.
+    # PostgreSQL hashes them (and may use parallel workers of its own): halves were slower there,
+    # and each half would hash the whole tag table again, so it takes the period whole.
+    if engine.dialect.name == "sqlite":
+        middle = window.since + (window.until - window.since) / 2
+        parts = [Window(window.since, middle, zone), Window(middle, window.until, zone)]
     else:
-        halves = [window]
+        parts = [window]
+    tag_parts = parts if tag_keys else []
     groups: list[Callable[[Connection], dict[str, Any]]] = [
-        lambda connection: {"cube": queries.cube(connection, window)},
-        *(_tag_group(f"tags{i}", half, tag_keys) for i, half in enumerate(halves)),
+        *(_cube_group(f"cube{i}", part) for i, part in enumerate(parts)),
+        *(_tag_group(f"tags{i}", part, tag_keys) for i, part in enumerate(tag_parts)),
         rest,
     ]
 
@@ -86,11 +88,18 @@ def aggregate(engine: Engine, period: Period, tag_keys: list[str]) -> Aggregates
             found.update(run(group))
     else:
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="costkit-report") as pool:
-            for part in pool.map(run, groups):
-                found.update(part)
-    found["tags"] = queries.summed_per_value(row for i in range(len(halves)) for row in found.pop(f"tags{i}"))
+            for answer in pool.map(run, groups):
+                found.update(answer)
+    found["cube"] = queries.summed_cube(row for i in range(len(parts)) for row in found.pop(f"cube{i}"))
+    found["tags"] = queries.summed_per_value(
+        row for i in range(len(tag_parts)) for row in found.pop(f"tags{i}")
+    )
     return Aggregates(**found)
 
 
-def _tag_group(name: str, half: Window, keys: list[str]) -> Callable[[Connection], dict[str, Any]]:
-    return lambda connection: {name: queries.by_tags(connection, half, keys)}
+def _cube_group(name: str, part: Window) -> Callable[[Connection], dict[str, Any]]:
+    return lambda connection: {name: queries.cube(connection, part)}
+
+
+def _tag_group(name: str, part: Window, keys: list[str]) -> Callable[[Connection], dict[str, Any]]:
+    return lambda connection: {name: queries.by_tags(connection, part, keys)}

@@ -248,13 +248,27 @@ def _by_tags_pivoted(connection: Connection, window: Window, keys: list[str]) ->
 def summed_per_value(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tag rows (``key``, ``value`` and the ``TOTAL_COLUMNS``) added up per key and value (integers:
     exact): several groups or several windows of one tag value as one row."""
-    summed: dict[tuple[str, str], dict[str, Any]] = {}
+    return summed_by(rows, ("key", "value"), TOTAL_COLUMNS)
+
+
+def summed_cube(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cube rows of several windows added up per group (a day split between two windows is one row)."""
+    return summed_by(rows, CUBE_COLUMNS[:5], CUBE_COLUMNS[5:])
+
+
+def summed_by(
+    rows: Iterable[dict[str, Any]], keys: Sequence[str], columns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """``rows`` added up per value of ``keys``: the ``columns`` summed (integers: exact), in the order
+    each group first appears."""
+    summed: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
-        into = summed.setdefault(
-            (row["key"], row["value"]),
-            {"key": row["key"], "value": row["value"], **dict.fromkeys(TOTAL_COLUMNS, 0)},
-        )
-        for name in TOTAL_COLUMNS:
+        group = tuple(row[name] for name in keys)
+        into = summed.get(group)
+        if into is None:
+            summed[group] = dict(row)
+            continue
+        for name in columns:
             into[name] += row[name]
     return list(summed.values())
 
