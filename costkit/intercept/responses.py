@@ -41,6 +41,8 @@ MAX_SIDE_COPY = 64 * 1024 * 1024
 MAX_ERROR_TEXT = 500
 """The longest error text a row keeps."""
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+_NULL_USAGE_LAST = b',"usage":null}\n\n'
+_BEFORE_NULL_USAGE = -len(_NULL_USAGE_LAST)
 _USAGE_WINDOW = 96  # bytes at the end of a chunk where its "usage":null sits (after choices, before padding)
 _close_lock = threading.Lock()
 
@@ -192,8 +194,10 @@ class ResponseReader:
     def _scan(self, data: bytes) -> bytes:
         """Read whole SSE events from ``data``; returns the whole events to forward when dropping.
 
-        The fast path, a few byte checks: ``data`` is whole events (nothing is held back, so it
-        starts one) ending in an ordinary JSON chunk, i.e. it ends with ``}`` and a blank line,
+        The fastest path, two byte checks: ``data`` is one event on one line (its first line end
+        is its last) whose last field is ``"usage":null`` (OpenAI's order), so its null is cut off
+        by position. The fast path, a few byte checks: ``data`` is whole events (nothing is held
+        back, so it starts one) ending in an ordinary JSON chunk, i.e. it ends with ``}`` and a blank line,
         and its ``"usage"`` near the end is ``null``, so its last event carries no usage and is
         no error (an error event has no usage field; a usage object is longer than the window,
         so it sends the check to a full search). Anything else is parsed event by event. What
@@ -201,7 +205,15 @@ class ResponseReader:
         last event of a read) is found after the body, by ``_check_events``, in the side copy:
         once that is full, every later event is parsed as it passes instead.
         """
-        if not self._tail and self.response_id is not None and data.endswith(b"}\n\n"):
+        if not self._tail and self.response_id is not None:
+            if data.endswith(_NULL_USAGE_LAST) and data.find(b"\n") == len(data) - 2:
+                # One event, and "usage":null its last field (OpenAI's order, unpadded): no search.
+                side = self._side
+                if len(side) + len(data) <= MAX_SIDE_COPY:
+                    side += data
+                    return data[:_BEFORE_NULL_USAGE] + b"}\n\n" if self._drop else data
+            if not data.endswith(b"}\n\n"):
+                return self._scan_events(data)
             at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
             if at >= 0 and data.startswith(b"null", at + 8):
                 side = self._side
