@@ -270,6 +270,22 @@ def test_an_unpaired_surrogate_escape_in_a_long_content_part_message_is_counted_
     assert message_cache.hits == hits + 1
 
 
+def test_long_messages_of_one_length_are_cached_apart():
+    # Past 1,024 characters a message is cached by its hash and size: different messages of the
+    # same length must not share an entry. Each count is the cookbook's: 3 tokens a message, 1 for
+    # the role "user", the content's own tokens, 3 priming the reply.
+    enc = costkit.count_text
+    same_length = ["word " * 400, "w" * 2000, "wo rd" * 400]
+    assert len({len(text) for text in same_length}) == 1 and len(same_length[0]) > 1024
+    counts = []
+    for text in same_length:
+        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": text}]}
+        counts.append(count_request(body).input_tokens)
+        assert count_request(body).input_tokens == counts[-1]  # again, from the cache
+    assert counts == [3 + 1 + enc(text) + 3 for text in same_length]
+    assert len(set(counts)) == 3
+
+
 # Images -----------------------------------------------------------------------------------
 
 
