@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -632,3 +633,13 @@ def test_an_empty_tool_list_adds_no_tokens_to_the_count_or_to_the_bound(empty):
     body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "What is the weather?"}]}
     assert count_request({**body, **empty}).input_tokens == count_request(body).input_tokens
     assert input_upper_bound({**body, **empty}) == input_upper_bound(body)
+
+
+def test_a_message_holding_a_value_json_cannot_write_is_still_counted_with_its_image():
+    # A Python caller's body may hold a Decimal beside an image part: it cannot be cached by its
+    # JSON text, and is counted without the cache, with the model's image rules (85 tokens: low).
+    part = {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}}
+    message = {"role": "user", "content": [{"type": "text", "text": "hi"}, {**part, "x": Decimal(1)}]}
+    counted = count_request({"model": "gpt-4.1", "messages": [message]})
+    assert counted.images[0].tokens == 85
+    assert counted.input_tokens == 3 + 1 + costkit.count_text("hi") + 85 + 3
