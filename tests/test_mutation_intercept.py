@@ -1096,9 +1096,11 @@ def test_a_plain_answer_in_a_coding_costkit_cannot_decode_is_left_unread_and_sai
     with client.stream("POST", f"{scripted.base_url}/chat/completions", json=body) as response:
         assert b"".join(response.iter_raw()) == raw
     (row,) = rows(ledger)
+    # No failure of costkit's for this request. (This test holds no budget: a budget lease thread that
+    # an earlier test left retrying against a database that is down may log meanwhile; not ours.)
     assert not [
-        r for r in caplog.records if r.name.startswith("costkit")
-    ]  # expected: no failure of costkit's
+        r for r in caplog.records if r.name.startswith("costkit") and r.threadName != "costkit-budget-leases"
+    ]
     assert (row["status"], row["usage_source"], row["input_tokens"]) == ("partial", "estimated", PROMPT)
     assert row["notes"] == (
         "no usage from the provider: input from costkit's count, output estimated from what arrived; "
