@@ -194,33 +194,36 @@ class ResponseReader:
     def _scan(self, data: bytes) -> bytes:
         """Read whole SSE events from ``data``; returns the whole events to forward when dropping.
 
-        The fastest path, two byte checks: ``data`` is one event on one line (its first line end
-        is its last) whose last field is ``"usage":null`` (OpenAI's order), so its null is cut off
-        by position. The fast path, a few byte checks: ``data`` is whole events (nothing is held
-        back, so it starts one) ending in an ordinary JSON chunk, i.e. it ends with ``}`` and a blank line,
+        The fast path, a few byte checks: ``data`` is whole events (nothing is held back, so it
+        starts one) ending in an ordinary JSON chunk, i.e. it ends with ``}`` and a blank line,
         and its ``"usage"`` near the end is ``null``, so its last event carries no usage and is
         no error (an error event has no usage field; a usage object is longer than the window,
-        so it sends the check to a full search). Anything else is parsed event by event. What
-        the checks cannot see (a line that is not JSON, an error event or a comment before the
-        last event of a read) is found after the body, by ``_check_events``, in the side copy:
-        once that is full, every later event is parsed as it passes instead.
+        so it sends the check to a full search). The commonest read, one event on one line
+        (its first line end is its last) whose last field is ``"usage":null`` (OpenAI's order),
+        passes with two checks and has its null cut off by position. Anything else is parsed
+        event by event. What the checks cannot see (a line that is not JSON, an error event or
+        a comment before the last event of a read) is found after the body, by
+        ``_check_events``, in the side copy: once that is full, every later event is parsed as
+        it passes instead.
         """
         if not self._tail and self.response_id is not None:
-            if data.endswith(_NULL_USAGE_LAST) and data.find(b"\n") == len(data) - 2:
-                # One event, and "usage":null its last field (OpenAI's order, unpadded): no search.
+            one_event = data.endswith(_NULL_USAGE_LAST) and data.find(b"\n") == len(data) - 2
+            if one_event or (
+                data.endswith(b"}\n\n")
+                and (at := data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)) >= 0
+                and data.startswith(b"null", at + 8)
+            ):
                 side = self._side
                 if len(side) + len(data) <= MAX_SIDE_COPY:
                     side += data
-                    return data[:_BEFORE_NULL_USAGE] + b"}\n\n" if self._drop else data
-            if not data.endswith(b"}\n\n"):
-                return self._scan_events(data)
-            at = data.rfind(b'"usage":', len(data) - _USAGE_WINDOW)
-            if at >= 0 and data.startswith(b"null", at + 8):
-                side = self._side
-                if len(side) + len(data) <= MAX_SIDE_COPY:
-                    side += data
+                    if not self._drop:
+                        return data
                     # Asking for usage makes every chunk carry "usage":null; the caller did not ask.
-                    return data.replace(b',"usage":null', b"") if self._drop else data
+                    return (
+                        data[:_BEFORE_NULL_USAGE] + b"}\n\n"
+                        if one_event
+                        else data.replace(b',"usage":null', b"")
+                    )
         return self._scan_events(data)
 
     def _scan_events(self, data: bytes) -> bytes:
