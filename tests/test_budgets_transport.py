@@ -17,7 +17,17 @@ import pytest
 
 import costkit
 from costkit.budgets.events import BudgetEvent
-from tests.budget_helpers import BODY, WORST, admitting, counter, reservations, upstream, usd, wait_registered
+from tests.budget_helpers import (
+    BODY,
+    WORST,
+    admitting,
+    counter,
+    reservations,
+    store_of,
+    upstream,
+    usd,
+    wait_registered,
+)
 from tests.fakeupstream import FakeUpstream
 from tests.ledger_helpers import db_url, pg_schema, spooled_ids, sqlite_url
 
@@ -176,6 +186,33 @@ def test_a_hard_budget_fails_closed_when_its_database_is_unavailable(upstream, t
         assert upstream.requests == []
         ledger.flush(5)
         assert len(spooled_ids(tmp_path / "spool")) == 2  # the blocked rows wait for the database
+
+
+def test_budget_work_for_a_closed_ledger_stops_without_another_word(
+    upstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A budget that could not register while the database was down is not retried after close."""
+    import time
+
+    from costkit.budgets.leases import keeper_for
+
+    ledger = costkit.Ledger(DOWN, spool_dir=tmp_path / "spool")
+    client_for(upstream, ledger, budgets=[admitting(100)])  # registration is left to the lease thread
+    keeper = keeper_for(store_of(ledger))._thread
+    assert keeper is not None, "registering a budget against a down database starts the lease thread"
+
+    def warned() -> bool:
+        return any("could not register a budget yet" in r.getMessage() for r in caplog.records)
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not warned():
+        time.sleep(0.05)
+    assert warned()
+    ledger.close(5)
+    caplog.clear()
+    keeper.join(35)  # its longest wait between attempts is 30 s; the back-off reaches only 2 s here
+    assert not keeper.is_alive()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("costkit")] == []
 
 
 def test_on_unavailable_allow_sends_with_one_warning_and_a_note(

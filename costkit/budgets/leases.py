@@ -11,8 +11,9 @@ out after one lease and the next reservation of the budget sweeps them away.
 The same thread registers the budgets of new transports in the background (retrying,
 from every second to every 30 seconds, while the database does not answer), so soft
 budgets are counted without the request path ever waiting for it. The thread ends when
-it has nothing left to do and starts again when it has. A forked child starts with
-nothing held: what its parent holds is its parent's.
+it has nothing left to do and starts again when it has, and for good once its ledger
+closes (what was still pending is dropped then, without another attempt or warning).
+A forked child starts with nothing held: what its parent holds is its parent's.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class LeaseKeeper:
         while True:
             retry_s = min(retry_s * 2, MAX_RETRY_S) if self._register_pending() else RETRY_S
             with self._lock:
+                if self.store.store.closed:
+                    self._held.clear()
+                    self._pending.clear()
                 if not self._held and not self._pending:
                     self._thread = None  # nothing to keep: the next hold or registration starts one
                     return
@@ -107,14 +111,15 @@ class LeaseKeeper:
         """Register what is pending; True when some of it must be retried."""
         with self._lock:
             pending, self._pending = self._pending, []
-        if not pending:
+        if not pending or self.store.store.closed:
             return False
         try:
             announce(self.store.store, self.store.ensure_registered(pending))
         except Exception as error:
             with self._lock:
                 self._pending = pending + self._pending
-            self._log_failure("could not register a budget yet; retrying", error)
+            if not self.store.store.closed:
+                self._log_failure("could not register a budget yet; retrying", error)
             return True
         return False
 
@@ -127,7 +132,8 @@ class LeaseKeeper:
             for lease, ids in by_lease.items():
                 self.store.extend(ids, lease)
         except Exception as error:
-            self._log_failure("could not extend the leases of budget reservations", error)
+            if not self.store.store.closed:
+                self._log_failure("could not extend the leases of budget reservations", error)
             return
         self._failing = False
 

@@ -194,6 +194,7 @@ class Ledger:
         if self._closed:
             return not self.spool.has_pending()
         self._closed = True
+        self._store.closed = True
         ok = self._writer.close(timeout)
         self.engine.dispose()
         if self._read_only_engine is not None:

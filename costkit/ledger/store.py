@@ -63,6 +63,8 @@ class Store:
 
     def __init__(self, engine: Engine, *, migrate_schema: bool = True) -> None:
         self.engine = engine
+        self.closed = False
+        """Set when the ledger that owns this store closes: background work for it stops."""
         self.write_lock = threading.Lock()
         self._schema_lock = threading.Lock()
         self._schema_ready = not migrate_schema
