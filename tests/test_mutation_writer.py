@@ -757,3 +757,21 @@ def test_a_row_the_database_refuses_is_said_with_where_it_went_or_why(
     level, text = messages[1]
     assert level == "ERROR" and text.startswith("costkit ledger: the database refused 1 row(s): "), text
     assert "no_r17" in text  # the database's own reason, since the row could not be kept
+
+
+def test_rows_another_process_leaves_in_the_spool_are_replayed_at_the_idle_check(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle writer looks at its spool now and then: what another process spooled reaches the database."""
+    monkeypatch.setattr(writer_module, "IDLE_CHECK_S", 0.2)
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool)
+    book.record(make_row(request_id="own"))
+    assert book.flush(30) is True
+    (tmp_path / "not-a-dir").write_text("")
+    other = Ledger(f"sqlite:///{tmp_path / 'not-a-dir' / 'x.sqlite'}", spool_dir=spool, durable=True)
+    other.record(make_row(request_id="other"))  # on disk in the shared spool when record returns
+    other.close(10)
+    assert wait_for(lambda: sorted(ids_in_ledger(sqlite_url)) == ["other", "own"], 10)
+    assert book.close(30) is True
+    assert spooled_ids(spool) == []
