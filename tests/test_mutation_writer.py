@@ -775,3 +775,13 @@ def test_rows_another_process_leaves_in_the_spool_are_replayed_at_the_idle_check
     assert wait_for(lambda: sorted(ids_in_ledger(sqlite_url)) == ["other", "own"], 10)
     assert book.close(30) is True
     assert spooled_ids(spool) == []
+
+
+def test_the_writer_thread_says_whose_it_is_in_a_thread_dump(sqlite_url: str, tmp_path: Path) -> None:
+    """py-spy, faulthandler and debuggers list threads by name: a writer thread must be recognisable."""
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool")
+    try:
+        thread = writer_of(book)._thread
+        assert thread.name == "costkit-ledger-writer" and thread.daemon and thread.is_alive()
+    finally:
+        book.close(30)
