@@ -785,3 +785,32 @@ def test_the_writer_thread_says_whose_it_is_in_a_thread_dump(sqlite_url: str, tm
         assert thread.name == "costkit-ledger-writer" and thread.daemon and thread.is_alive()
     finally:
         book.close(30)
+
+
+def test_a_ledger_that_stores_text_keeps_it_in_what_a_timed_out_close_spills(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    book = Ledger(sqlite_url, spool_dir=spool, batch_size=1, store_text=True)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck", prompt_text="stuck prompt", completion_text="stuck answer"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        book.record(
+            make_row(request_id="queued", prompt_text="queued prompt", completion_text="queued answer")
+        )
+        assert book.close(timeout=0.3) is False
+    writer._thread.join(60)
+    with Ledger(sqlite_url, spool_dir=spool, store_text=True) as again:
+        assert again.flush(30) is True
+        rows = {r["request_id"]: r for r in again.rows()}
+    assert (rows["queued"]["prompt_text"], rows["queued"]["completion_text"]) == (
+        "queued prompt",
+        "queued answer",
+    )
+    assert (rows["stuck"]["prompt_text"], rows["stuck"]["completion_text"]) == (
+        "stuck prompt",
+        "stuck answer",
+    )
