@@ -814,3 +814,38 @@ def test_a_ledger_that_stores_text_keeps_it_in_what_a_timed_out_close_spills(
         "stuck prompt",
         "stuck answer",
     )
+
+
+def test_flush_while_the_database_is_down_tries_it_and_says_false(tmp_path: Path) -> None:
+    """A flush is a question about the database: asked while it is down, the answer is False."""
+    counter = ConnectionCounter()
+    try:
+        book = Ledger(
+            f"postgresql+psycopg://postgres@127.0.0.1:{counter.port}/test", spool_dir=tmp_path / "s"
+        )
+        book.record(make_row(request_id="r0"))
+        assert wait_for(lambda: spooled_ids(tmp_path / "s") == ["r0"], 10)
+        tried = counter.count
+        assert book.flush(10) is False
+        assert counter.count > tried  # the flush asked the database again rather than answer from memory
+        book.close(10)
+    finally:
+        counter.close()
+
+
+def test_an_idle_writer_sleeps(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between requests the writer thread waits on an event: no cycles, no look at the spool."""
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool")
+    try:
+        book.record(make_row(request_id="r0"))
+        assert book.flush(30) is True
+        time.sleep(0.3)  # the cycle that answered the flush lingers 50 ms, then the writer waits
+        looks: list[float] = []
+        has_pending = book.spool.has_pending
+        monkeypatch.setattr(
+            book.spool, "has_pending", lambda: looks.append(time.monotonic()) or has_pending()
+        )
+        time.sleep(1.0)
+        assert looks == [], f"the idle writer looked at its spool {len(looks)} times in 1 s"
+    finally:
+        book.close(30)
