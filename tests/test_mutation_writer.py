@@ -816,8 +816,11 @@ def test_a_ledger_that_stores_text_keeps_it_in_what_a_timed_out_close_spills(
     )
 
 
-def test_flush_while_the_database_is_down_tries_it_and_says_false(tmp_path: Path) -> None:
+def test_flush_while_the_database_is_down_tries_it_and_says_false(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A flush is a question about the database: asked while it is down, the answer is False."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 30.0)  # no retry of its own: only the flush asks
     counter = ConnectionCounter()
     try:
         book = Ledger(
