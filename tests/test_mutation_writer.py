@@ -254,9 +254,13 @@ def test_a_recorded_row_is_committed_soon_without_flush_and_never_touches_the_sp
         time.sleep(0.3)  # the writer is idle: it waits for the next row, not for its 30 s idle check
         book.record(make_row(request_id="second"))
         assert wait_for(lambda: len(ids_in_ledger(sqlite_url)) == 2, 10)
-        assert IDLE_CHECK_S >= 20  # so a row left for the idle check would have missed the wait above
+        assert book.queue_depth == 0
+        time.sleep(0.3)  # a cycle no flush woke lingers for more rows, then waits again
+        book.record(make_row(request_id="third"))
+        assert wait_for(lambda: len(ids_in_ledger(sqlite_url)) == 3, 10)
+        assert IDLE_CHECK_S >= 20  # so a row left for the idle check would have missed the waits above
     assert not spool.exists()  # the database kept up: nothing was ever spooled
-    assert sorted(ids_in_ledger(sqlite_url)) == ["first", "second"]
+    assert sorted(ids_in_ledger(sqlite_url)) == ["first", "second", "third"]
 
 
 @pytest.mark.parametrize(
@@ -852,3 +856,96 @@ def test_an_idle_writer_sleeps(sqlite_url: str, tmp_path: Path, monkeypatch: pyt
         assert looks == [], f"the idle writer looked at its spool {len(looks)} times in 1 s"
     finally:
         book.close(30)
+
+
+def _failing_once(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Make ``Store.<name>`` raise a RuntimeError (a bug, not the database) the next time it is called."""
+    from costkit.ledger.store import Store
+
+    real = getattr(Store, name)
+    left = [1]
+
+    def failing_once(self: Store, *args: object) -> object:
+        if left[0]:
+            left[0] -= 1
+            raise RuntimeError(f"a bug in {name}")
+        return real(self, *args)
+
+    monkeypatch.setattr(Store, name, failing_once)
+    return left
+
+
+def _said(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.getMessage(), str(r.exc_info[1]) if r.exc_info else "") for r in caplog.records]
+
+
+def test_a_bug_met_while_preparing_the_database_is_logged_and_the_rows_still_stored(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 0.05)
+    _failing_once(monkeypatch, "ensure_schema")
+    caplog.set_level(logging.ERROR, logger="costkit")
+    with Ledger(sqlite_url, spool_dir=tmp_path / "spool") as book:
+        book.record(make_row(request_id="r0"))
+        assert wait_for(lambda: book.flush(5) is True, 15)
+    assert ids_in_ledger(sqlite_url) == ["r0"]
+    assert _said(caplog) == [
+        ("costkit ledger writer: unexpected error preparing the database", "a bug in ensure_schema")
+    ]
+
+
+def test_a_bug_met_while_writing_a_batch_keeps_the_batch_and_says_so(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread survives any exception, and "rows are kept and retried" is true: none is lost."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 0.05)
+    caplog.set_level(logging.WARNING, logger="costkit")
+    with Ledger(sqlite_url, spool_dir=tmp_path / "spool") as book:
+        book.record(make_row(request_id="warm"))
+        assert book.flush(30) is True
+        left = _failing_once(monkeypatch, "insert_isolating")
+        book.record(make_row(request_id="r1"))
+        assert wait_for(lambda: left == [0], 10)  # the batch holding r1 met the bug
+        assert wait_for(lambda: book.flush(5) is True, 15)  # it waited in the spool; a retry stored it
+    assert sorted(ids_in_ledger(sqlite_url)) == ["r1", "warm"]  # (it used to be dropped)
+    said = _said(caplog)
+    assert said[0] == (
+        "costkit ledger writer: unexpected error; rows are kept and retried",
+        "a bug in insert_isolating",
+    )
+    assert said[1][0].startswith("costkit ledger: a bug in insert_isolating; rows go to the spool "), said
+
+
+def test_a_flush_asked_just_before_close_is_answered(sqlite_url: str, tmp_path: Path) -> None:
+    """A flush and a close that reach the writer in one cycle: the flush still gets its answer."""
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    answers: list[bool] = []
+    flusher = threading.Thread(target=lambda: answers.append(book.flush()))
+    with write_locked(sqlite_url):
+        book.record(make_row(request_id="stuck"))
+        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        flusher.start()  # waits: the writer is busy with "stuck"
+        assert wait_for(lambda: writer._flushes, 10)
+        assert book.close(timeout=0.2) is False  # the next cycle sees the flush and the close together
+    flusher.join(30)
+    assert not flusher.is_alive() and answers == [True]
+    writer._thread.join(30)
+    assert sorted(ids_in_ledger(sqlite_url)) == ["stuck", "warm"]
+
+
+def test_a_batch_holds_at_most_batch_size_rows(sqlite_url: str, tmp_path: Path) -> None:
+    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=2)
+    writer = writer_of(book)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    with write_locked(sqlite_url):
+        with writer._lock:  # the writer cannot take a batch until all five are queued
+            for i in range(5):
+                book.record(make_row(request_id=f"r{i}"))
+        assert wait_for(lambda: writer._inflight, 10)
+        assert [r["request_id"] for r in writer._inflight] == ["r0", "r1"]
+    assert book.close(30) is True
+    assert len(ids_in_ledger(sqlite_url)) == 6

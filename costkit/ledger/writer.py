@@ -315,9 +315,9 @@ class Writer:
                     # On the way out, a database known to be down is not waited for again:
                     # the spool keeps the rows for the next ledger.
                     self._replay(force=bool(flushes) or (stopping and not self._down))
-            except Exception:  # never let a bug kill the thread that holds the rows
+            except Exception as error:  # never let a bug kill the thread that holds the rows
                 log.exception("costkit ledger writer: unexpected error; rows are kept and retried")
-                self._mark_down()
+                self._mark_down(error)
             if stopping:
                 with self._lock:
                     self._finished = True
@@ -369,8 +369,10 @@ class Writer:
             with self._lock:
                 held, self._held = self._held, []
                 self._inflight = held
-            self._write(held)
-            self._inflight = []
+            try:
+                self._write_keeping(held)
+            finally:
+                self._inflight = []
         remaining = count
         while remaining is None or remaining > 0:
             limit = self.batch_size if remaining is None else min(remaining, self.batch_size)
@@ -380,9 +382,18 @@ class Writer:
             if remaining is not None:
                 remaining -= len(records)
             try:
-                self._write(records)
+                self._write_keeping(records)
             finally:
                 self._inflight = []
+
+    def _write_keeping(self, records: list[Record]) -> None:
+        """``_write``, and if it raises (a bug, not the database: that is ``LedgerError``, handled there)
+        the rows go to the spool, or to memory, before the error goes on to be logged: none is lost."""
+        try:
+            self._write(records)
+        except Exception:
+            self._to_spool(records)
+            raise
 
     def _write(self, records: list[Record]) -> None:
         if self._down and (self._stopping or time.monotonic() < self._retry_at):
