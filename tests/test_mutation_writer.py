@@ -22,6 +22,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
@@ -75,6 +76,20 @@ def stuck_in_the_database(writer: Writer) -> bool:
     return bool(writer._inflight) and not writer._queue
 
 
+def warmed(url: str, spool: Path, **options: Any) -> tuple[Ledger, Writer]:
+    """A ledger whose schema exists and whose writer is idle, after one committed row, ``warm``."""
+    book = Ledger(url, spool_dir=spool, **options)
+    book.record(make_row(request_id="warm"))
+    assert book.flush(30) is True
+    return book, writer_of(book)
+
+
+def record_stuck(book: Ledger, **fields: Any) -> None:
+    """Record the row ``stuck`` and wait until the writer holds it inside the (locked) database."""
+    book.record(make_row(request_id="stuck", **fields))
+    assert wait_for(lambda: stuck_in_the_database(writer_of(book)), 10)
+
+
 def test_a_close_that_times_out_on_a_locked_database_leaves_the_queue_in_the_spool(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -85,8 +100,7 @@ def test_a_close_that_times_out_on_a_locked_database_leaves_the_queue_in_the_spo
     assert book.flush(30) is True  # the schema exists, the writer is idle
     writer = writer_of(book)
     with write_locked(db_url):
-        book.record(make_row(request_id="stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book)
         for request_id in queued:
             book.record(make_row(request_id=request_id))
         assert book.close(timeout=0.3) is False  # the writer is still waiting on the lock
@@ -161,13 +175,9 @@ def test_the_sigterm_spill_writes_the_stuck_batch_and_the_queue_as_one_file_in_o
     """``spill_for_exit`` (what the SIGTERM handler calls) with a batch stuck in a locked database."""
     spool = tmp_path / "spool"
     queued = [f"q{i}" for i in range(5)]
-    book = Ledger(db_url, spool_dir=spool, batch_size=1, store_text=True)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, writer = warmed(db_url, spool, batch_size=1, store_text=True)
     with write_locked(db_url):
-        book.record(make_row(request_id="stuck", prompt_text="p-stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book, prompt_text="p-stuck")
         for request_id in queued:
             book.record(make_row(request_id=request_id, prompt_text=f"p-{request_id}"))
         writer.spill_for_exit()
@@ -229,13 +239,9 @@ def test_a_durable_record_is_in_the_spool_when_it_returns_and_is_inserted_from_t
 
 def test_a_full_queue_sends_exactly_the_overflow_to_the_spool(sqlite_url: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    book = Ledger(sqlite_url, spool_dir=spool, queue_size=3, batch_size=1)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, _ = warmed(sqlite_url, spool, queue_size=3, batch_size=1)
     with write_locked(sqlite_url):
-        book.record(make_row(request_id="stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book)
         for i in range(5):
             book.record(make_row(request_id=f"q{i}"))
         assert spooled_ids(spool) == ["q3", "q4"]  # three fit in the queue, the rest is on disk
@@ -285,13 +291,9 @@ def test_a_fork_waits_for_the_sqlite_transaction_in_flight_but_not_for_ever(
 ) -> None:
     """The child must copy idle connections: the fork waits up to ``FORK_WAIT_S`` for the commit."""
     monkeypatch.setattr(lifecycle, "FORK_WAIT_S", 0.5)
-    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, _ = warmed(sqlite_url, tmp_path / "spool", batch_size=1)
     with write_locked(sqlite_url):
-        book.record(make_row(request_id="stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book)
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
@@ -364,13 +366,9 @@ def test_a_new_ledger_replays_what_an_earlier_one_left_in_the_spool_without_bein
 
 
 def test_a_close_that_times_out_with_only_a_stuck_batch_says_false(sqlite_url: str, tmp_path: Path) -> None:
-    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, writer = warmed(sqlite_url, tmp_path / "spool", batch_size=1)
     with write_locked(sqlite_url):
-        book.record(make_row(request_id="stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book)
         assert book.close(timeout=0.2) is False  # nothing was queued, but "stuck" is not committed
     writer._thread.join(60)
     assert sorted(ids_in_ledger(sqlite_url)) == ["stuck", "warm"]
@@ -392,15 +390,11 @@ def test_a_broken_spool_met_first_by_close_or_record_is_said_once_and_raises_not
 ) -> None:
     """The queue close could not spill is held and still written once the database answers."""
     spool = tmp_path / "spool"
-    book = Ledger(sqlite_url, spool_dir=spool, batch_size=1)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, writer = warmed(sqlite_url, spool, batch_size=1)
     spool.write_text("")  # from now on the spool cannot be written
     caplog.set_level(logging.WARNING, logger="costkit.ledger")
     with write_locked(sqlite_url):
-        book.record(make_row(request_id="stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book)
         for i in range(3):
             book.record(make_row(request_id=f"q{i}"))
         assert book.close(timeout=0.2) is False  # the spill fails: the rows stay in memory
@@ -581,13 +575,9 @@ def test_durable_records_into_a_broken_spool_are_kept_in_memory_up_to_the_queue_
 ) -> None:
     spool = tmp_path / "spool"
     spool.write_text("")  # the spool cannot be written: durable rows fall back to the in-memory queue
-    book = Ledger(sqlite_url, spool_dir=spool, durable=True, queue_size=2, batch_size=1)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, _ = warmed(sqlite_url, spool, durable=True, queue_size=2, batch_size=1)
     with write_locked(sqlite_url):
-        book.record(make_row(request_id="stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book)
         book.record(make_row(request_id="q0"))
         book.record(make_row(request_id="q1"))
         assert errors(caplog) == []  # two rows fit in the queue
@@ -795,13 +785,9 @@ def test_a_ledger_that_stores_text_keeps_it_in_what_a_timed_out_close_spills(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool"
-    book = Ledger(sqlite_url, spool_dir=spool, batch_size=1, store_text=True)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, writer = warmed(sqlite_url, spool, batch_size=1, store_text=True)
     with write_locked(sqlite_url):
-        book.record(make_row(request_id="stuck", prompt_text="stuck prompt", completion_text="stuck answer"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book, prompt_text="stuck prompt", completion_text="stuck answer")
         book.record(
             make_row(request_id="queued", prompt_text="queued prompt", completion_text="queued answer")
         )
@@ -918,15 +904,11 @@ def test_a_bug_met_while_writing_a_batch_keeps_the_batch_and_says_so(
 
 def test_a_flush_asked_just_before_close_is_answered(sqlite_url: str, tmp_path: Path) -> None:
     """A flush and a close that reach the writer in one cycle: the flush still gets its answer."""
-    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=1)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, writer = warmed(sqlite_url, tmp_path / "spool", batch_size=1)
     answers: list[bool] = []
     flusher = threading.Thread(target=lambda: answers.append(book.flush()))
     with write_locked(sqlite_url):
-        book.record(make_row(request_id="stuck"))
-        assert wait_for(lambda: stuck_in_the_database(writer), 10)
+        record_stuck(book)
         flusher.start()  # waits: the writer is busy with "stuck"
         assert wait_for(lambda: writer._flushes, 10)
         assert book.close(timeout=0.2) is False  # the next cycle sees the flush and the close together
@@ -937,10 +919,7 @@ def test_a_flush_asked_just_before_close_is_answered(sqlite_url: str, tmp_path: 
 
 
 def test_a_batch_holds_at_most_batch_size_rows(sqlite_url: str, tmp_path: Path) -> None:
-    book = Ledger(sqlite_url, spool_dir=tmp_path / "spool", batch_size=2)
-    writer = writer_of(book)
-    book.record(make_row(request_id="warm"))
-    assert book.flush(30) is True
+    book, writer = warmed(sqlite_url, tmp_path / "spool", batch_size=2)
     with write_locked(sqlite_url):
         with writer._lock:  # the writer cannot take a batch until all five are queued
             for i in range(5):

@@ -118,8 +118,7 @@ class LeaseKeeper:
         except Exception as error:
             with self._lock:
                 self._pending = pending + self._pending
-            if not self.store.store.closed:
-                self._log_failure("could not register a budget yet; retrying", error)
+            self._log_failure("could not register a budget yet; retrying", error)
             return True
         return False
 
@@ -132,14 +131,15 @@ class LeaseKeeper:
             for lease, ids in by_lease.items():
                 self.store.extend(ids, lease)
         except Exception as error:
-            if not self.store.store.closed:
-                self._log_failure("could not extend the leases of budget reservations", error)
+            self._log_failure("could not extend the leases of budget reservations", error)
             return
         self._failing = False
 
     def _log_failure(self, message: str, error: BaseException) -> None:
         from costkit.ledger.engine import first_line
 
+        if self.store.store.closed:  # its ledger closed meanwhile: nothing is retried, nothing to say
+            return
         if not self._failing:
             log.warning("costkit: %s: %s", message, first_line(error))
         self._failing = True

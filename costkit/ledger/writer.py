@@ -370,7 +370,7 @@ class Writer:
                 held, self._held = self._held, []
                 self._inflight = held
             try:
-                self._write_keeping(held)
+                self._write(held)
             finally:
                 self._inflight = []
         remaining = count
@@ -382,18 +382,9 @@ class Writer:
             if remaining is not None:
                 remaining -= len(records)
             try:
-                self._write_keeping(records)
+                self._write(records)
             finally:
                 self._inflight = []
-
-    def _write_keeping(self, records: list[Record]) -> None:
-        """``_write``, and if it raises (a bug, not the database: that is ``LedgerError``, handled there)
-        the rows go to the spool, or to memory, before the error goes on to be logged: none is lost."""
-        try:
-            self._write(records)
-        except Exception:
-            self._to_spool(records)
-            raise
 
     def _write(self, records: list[Record]) -> None:
         if self._down and (self._stopping or time.monotonic() < self._retry_at):
@@ -405,6 +396,9 @@ class Writer:
             self._to_spool(records)
             self._mark_down(error)
             return
+        except Exception:  # a bug, not the database: the rows wait in the spool too, then it is logged
+            self._to_spool(records)
+            raise
         self._mark_up()
         if refused:
             try:
