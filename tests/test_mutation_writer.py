@@ -11,6 +11,7 @@ transaction of another process.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import json
 import logging
@@ -29,6 +30,7 @@ from sqlalchemy import create_engine
 
 from costkit.ledger import Ledger, lifecycle
 from costkit.ledger import writer as writer_module
+from costkit.ledger.records import record_of, spool_line
 from costkit.ledger.writer import IDLE_CHECK_S, SPILL_LOCK_WAIT_S, Writer
 from tests.ledger_helpers import (  # noqa: F401
     TcpProxy,
@@ -928,3 +930,94 @@ def test_a_batch_holds_at_most_batch_size_rows(sqlite_url: str, tmp_path: Path) 
         assert [r["request_id"] for r in writer._inflight] == ["r0", "r1"]
     assert book.close(30) is True
     assert len(ids_in_ledger(sqlite_url)) == 6
+
+
+def _held_by_another_replayer(spool: Path, request_id: str) -> int:
+    """A claimed spool file holding one row, locked as another process's replay would hold it (an fd)."""
+    spool.mkdir(parents=True, exist_ok=True)
+    temporary = spool / "writing-test.tmp"
+    temporary.write_bytes(spool_line(record_of(make_row(request_id=request_id), False)))
+    fd = os.open(temporary, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # locked before the name appears: no replay can take it first
+    os.rename(temporary, spool / f"claimed-{time.time_ns():020d}-99999.jsonl")
+    return fd
+
+
+def test_a_flush_waits_for_a_spool_file_another_replayer_holds(sqlite_url: str, tmp_path: Path) -> None:
+    """flush() is True only once every row is committed, a row another replayer is still inserting too."""
+    spool = tmp_path / "spool"
+    book, _ = warmed(sqlite_url, spool)
+    fd = _held_by_another_replayer(spool, "held")
+    try:
+        assert book.flush(1.0) is False  # the file is still the other replayer's
+        assert ids_in_ledger(sqlite_url) == ["warm"]
+    finally:
+        os.close(fd)  # the other replayer gives up without inserting: this writer does it
+    assert book.flush(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["held", "warm"]
+    assert book.close(30) is True
+
+
+def test_a_database_lost_while_replaying_is_said_once_with_its_error(
+    pg_schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replay can be the first to meet a database gone: the warning still says what happened."""
+    caplog.set_level(logging.WARNING, logger="costkit")
+    proxy = TcpProxy()
+    spool = tmp_path / "spool"
+    try:
+        book, _ = warmed(pg_url(pg_schema, proxy.port), spool, max_retry_delay=0.2)
+        proxy.cut()
+        os.close(_held_by_another_replayer(spool, "other"))  # left by a process gone since
+        assert book.flush(10) is False  # nothing queued: the replay meets the database first
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1, said
+        assert said[0].startswith("costkit ledger: ledger database unavailable: "), said
+        assert f"port {proxy.port}" in said[0], said
+        proxy.restore()
+        assert wait_for(lambda: book.flush(5) is True, 30)
+        assert book.close(30) is True
+    finally:
+        proxy.close()
+    assert sorted(ids_in_ledger(pg_url(pg_schema))) == ["other", "warm"]
+
+
+def test_a_claimed_name_that_is_not_a_file_holds_up_no_replay(sqlite_url: str, tmp_path: Path) -> None:
+    """A directory or a FIFO under a spool file's name holds no rows: replay passes it by, the rest goes on.
+
+    (A directory used to fail the replay with the fd of its open() leaked, and that fd's lock then
+    held every later replay, close and exit of the process for ever.)
+    """
+    spool = tmp_path / "spool"
+    book, _ = warmed(sqlite_url, spool)
+    (spool / f"claimed-{time.time_ns():020d}-99998.jsonl").mkdir(parents=True)
+    os.mkfifo(spool / f"claimed-{time.time_ns():020d}-99999.jsonl")
+    os.close(_held_by_another_replayer(spool, "spooled"))  # after them in replay's order
+    assert book.flush(10) is True
+    assert book.flush(10) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["spooled", "warm"]
+    assert book.close(10) is True
+
+
+def test_a_spool_that_cannot_be_locked_is_said_once_as_a_spool_problem(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replay meets the broken spool first (a directory where its lock file goes): said once, as the
+    spool's problem, with what the system said; the rows wait in memory and reach the database."""
+    caplog.set_level(logging.WARNING, logger="costkit")
+    spool = tmp_path / "spool"
+    book, _ = warmed(sqlite_url, spool)
+    (spool / "lock").mkdir(parents=True)
+    assert book.flush(5) is False
+    assert book.flush(5) is False
+    broken = "rows are kept in memory and retried"
+    down = f"rows go to the spool {spool} until it answers"
+    assert _said(caplog) == [
+        (f"costkit ledger: cannot write the spool {spool} (Is a directory); {broken}", ""),
+        (f"costkit ledger: [Errno 21] Is a directory: '{spool / 'lock'}'; {down}", ""),
+    ]
+    book.record(make_row(request_id="after"))
+    (spool / "lock").rmdir()
+    assert wait_for(lambda: book.flush(5) is True, 30)
+    assert book.close(10) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["after", "warm"]

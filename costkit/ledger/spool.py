@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -172,11 +173,13 @@ class Spool:
             return result
         self._claim_active()
         for path in sorted(self.directory.glob("claimed-*.jsonl")):
-            try:
-                fd = os.open(path, os.O_RDONLY)
+            try:  # (non-blocking: a FIFO by that name must not stop the replay until a writer comes)
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             except FileNotFoundError:
                 continue
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue  # not a file costkit wrote (a directory, a FIFO): no rows, and no reason to stop
                 if fcntl is not None:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
