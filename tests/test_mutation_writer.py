@@ -1021,3 +1021,31 @@ def test_a_spool_that_cannot_be_locked_is_said_once_as_a_spool_problem(
     assert wait_for(lambda: book.flush(5) is True, 30)
     assert book.close(10) is True
     assert sorted(ids_in_ledger(sqlite_url)) == ["after", "warm"]
+
+
+def test_rows_held_in_memory_are_in_flight_while_retried_and_not_after(
+    pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows that reached neither the database nor the spool are retried from memory: while the retry
+    waits in the database they are the batch in flight (what a timed-out close or SIGTERM copies out),
+    and once committed nothing is left in flight to copy again."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 0.05)
+    spool = tmp_path / "spool"
+    spool.write_text("")  # the spool cannot be written
+    proxy = TcpProxy()
+    try:
+        book, writer = warmed(pg_url(pg_schema, proxy.port), spool, max_retry_delay=0.2)
+        proxy.cut()
+        book.record(make_row(request_id="held"))
+        assert wait_for(lambda: [r["request_id"] for r in writer._held] == ["held"], 10)
+        with write_locked(pg_url(pg_schema)):
+            proxy.restore()
+            assert wait_for(lambda: stuck_in_the_database(writer) and not writer._held, 10)
+            assert [r["request_id"] for r in writer._inflight] == ["held"]
+        assert wait_for(lambda: "held" in ids_in_ledger(pg_url(pg_schema)), 10)
+        assert wait_for(lambda: writer._inflight == [], 10)
+        writer.spill_for_exit()  # a SIGTERM now: nothing is in flight or held, so nothing to spill
+        assert book.close(30) is True
+    finally:
+        proxy.close()
+    assert sorted(ids_in_ledger(pg_url(pg_schema))) == ["held", "warm"]
