@@ -166,6 +166,34 @@ def test_a_hooks_exception_text_reaches_no_log_with_the_key(upstream, ledger, ca
     assert "abc-own-credential-42" not in caplog.text
 
 
+class Witness:
+    """Keeps what each hook call was handed: the call object, and in ``settled`` the row beside it."""
+
+    def __init__(self) -> None:
+        self.before: list[object] = []
+        self.settled_with: list[tuple[object, object]] = []
+
+    def before_send(self, call) -> None:
+        self.before.append(call)
+
+    def settled(self, call, row) -> None:
+        self.settled_with.append((call, row))
+
+
+def test_settled_is_handed_the_same_call_before_send_saw_with_its_row(upstream, ledger):
+    """A hook pairs its two calls by the ``call`` object (its request id, tags, headers)."""
+    witness = Witness()
+    client = sdk(upstream, ledger, hooks=[witness])
+    create(client, "json", stream=False)
+    assert list(create(client, "sse", stream=True))
+    recorded = rows(ledger)
+    assert len(witness.before) == len(witness.settled_with) == len(recorded) == 2
+    for seen, (call, row), stored in zip(witness.before, witness.settled_with, recorded, strict=True):
+        assert call is seen
+        assert call.request_id == row.request_id == stored["request_id"]
+        assert row.status == stored["status"] == "ok"
+
+
 class Leaky:
     def before_send(self, call) -> None:
         auth = dict(call.headers)[b"Authorization"].decode()

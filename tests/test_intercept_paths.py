@@ -521,6 +521,72 @@ def test_the_tags_header_is_removed_on_other_endpoints_by_every_transport(fake, 
     assert rows(ledger) == []
 
 
+STORED_ID = "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcX"  # a stored completion's id
+
+
+def stored_completions_api(request: dict[str, Any] | None) -> Answer:
+    """The provider's other endpoints beside chat completions: embeddings, and the stored-completions
+    list (a GET) and update (a POST to ``/chat/completions/{id}``); each answer carries usage-like data."""
+    completion = {
+        "id": STORED_ID,
+        "object": "chat.completion",
+        "created": 1_744_316_542,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Sunny, 14:05.", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290},
+    }
+    if request is None:  # GET /chat/completions: the list of stored completions
+        body: dict[str, Any] = {
+            "object": "list",
+            "data": [completion],
+            "first_id": STORED_ID,
+            "last_id": STORED_ID,
+            "has_more": False,
+        }
+    elif "input" in request:
+        body = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5]}],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 7, "total_tokens": 7},
+        }
+    else:  # an update, or a chat completion (the same answer: only the path tells them apart)
+        body = completion
+    return Answer(pieces=(json.dumps(body).encode(),))
+
+
+def test_only_a_post_to_chat_completions_is_accounted(scripted, ledger):
+    """Listing, updating (a POST to ``/chat/completions/{id}``) and embeddings are not chat requests:
+    no row; a chat completions path written with a trailing slash is one."""
+    scripted.render = stored_completions_api
+    del scripted.received[:]
+    client = sdk(scripted.base_url, ledger)
+    assert [c.id for c in client.chat.completions.list()] == [STORED_ID]
+    assert client.chat.completions.update(STORED_ID, metadata={"team": "search"}).id == STORED_ID
+    assert client.embeddings.create(model="text-embedding-3-small", input="Zürich").usage.prompt_tokens == 7
+    assert rows(ledger) == []
+    raw = costkit.wrap(httpx.Client(), ledger=ledger)
+    answer = raw.post(f"{scripted.base_url}/chat/completions/", json={"model": MODEL, "messages": MESSAGES})
+    assert answer.json()["id"] == STORED_ID
+    assert [(r.method, r.path) for r in scripted.received] == [
+        ("GET", "/v1/chat/completions"),
+        ("POST", f"/v1/chat/completions/{STORED_ID}"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/chat/completions/"),
+    ]
+    (row,) = rows(ledger)
+    assert (row["response_id"], row["status"], row["usage_source"]) == (STORED_ID, "ok", "provider")
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (1234, 0, 56)
+    assert row["cost_nanousd"] == 1234 * INPUT + 56 * OUTPUT
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_the_tags_header_is_removed_when_costkit_could_not_begin_to_account(fake, ledger, monkeypatch, mode):
     fake.reset()
