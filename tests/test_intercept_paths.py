@@ -355,15 +355,21 @@ def stream_with(extra: bytes, shared_write: bool) -> Any:
     return render
 
 
+# A chunk with a form feed after it: JSON allows only space, tab, CR and LF around a value, so the
+# SDK's json.loads fails on it ("Extra data") as it does on the unclosed array.
+FORM_FEED = b'data: {"id":"chatcmpl-paths","object":"chat.completion.chunk","choices":[]}\x0c\n\n'
+
+
 @pytest.mark.parametrize("caller_asked", [False, True], ids=["costkit asked for usage", "the caller asked"])
 @pytest.mark.parametrize("shared_write", [False, True], ids=["own write", "shared write"])
+@pytest.mark.parametrize("malformed", [MALFORMED, FORM_FEED], ids=["unclosed array", "form feed"])
 def test_a_malformed_line_after_the_id_makes_a_raw_clients_row_partial(
-    scripted, ledger, shared_write, caller_asked
+    scripted, ledger, shared_write, caller_asked, malformed
 ):
-    scripted.render = stream_with(MALFORMED, shared_write)
+    scripted.render = stream_with(malformed, shared_write)
     got = raw_stream(scripted.base_url, ledger, caller_asked)
     assert got == raw_stream(scripted.base_url, None, caller_asked)  # forwarded as the bare client reads it
-    assert MALFORMED in got
+    assert malformed in got
     (row,) = rows(ledger)
     assert (row["status"], row["usage_source"], row["response_id"]) == (
         "partial",
@@ -391,6 +397,29 @@ def test_a_malformed_line_after_the_id_is_the_sdks_error_and_a_partial_row(scrip
     output = count_text("Hello")
     assert (row["usage_source"], row["input_tokens"], row["output_tokens"]) == ("estimated", PROMPT, output)
     assert row["cost_nanousd"] == PROMPT * INPUT + output * OUTPUT
+
+
+def test_usage_on_the_last_content_chunk_is_read_whatever_precedes_it(scripted, ledger):
+    """A provider that puts a short usage object on its last content chunk (no usage-only chunk, no
+    [DONE]), after a choice whose last key is the delta: the provider's counts reach the row."""
+
+    def render(request: dict[str, Any] | None) -> Answer:
+        assert asked_for_usage(request)
+        last = {"index": 0, "finish_reason": "stop", "delta": {"content": None}}  # ...null}}],"usage":
+        return sse(
+            (
+                event(chunk([delta({"role": "assistant", "content": "Sunny"})], True)),
+                event(chunk([last], True, usage=USAGE)),
+            )
+        )
+
+    scripted.render = render
+    got = raw_stream(scripted.base_url, ledger, caller_asked=True)
+    assert got.endswith(b'null}}],"usage":{"prompt_tokens":321,"completion_tokens":12}}\n\n')
+    (row,) = rows(ledger)
+    assert (row["status"], row["usage_source"]) == ("ok", "provider")
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (321, 0, 12)
+    assert row["cost_nanousd"] == 321 * INPUT + 12 * OUTPUT
 
 
 def test_an_error_event_sharing_a_network_write_with_other_events_is_seen(scripted, ledger):

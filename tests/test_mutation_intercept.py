@@ -1184,6 +1184,7 @@ def test_a_read_of_many_ordinary_events_is_forwarded_without_parsing_each(script
     [
         (b'{"choices": [}', None),  # not JSON
         (b"42", None),  # JSON, not an object
+        (b'{"choices": []}\x0c', None),  # a form feed after it: not JSON whitespace, json.loads fails
         (json.dumps({"error": {"message": "The model overloaded."}}).encode(), "The model overloaded."),
     ],
 )

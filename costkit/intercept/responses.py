@@ -197,8 +197,8 @@ class ResponseReader:
         The fast path, a few byte checks: ``data`` is whole events (nothing is held back, so it
         starts one) ending in an ordinary JSON chunk, i.e. it ends with ``}`` and a blank line,
         and its ``"usage"`` near the end is ``null``, so its last event carries no usage and is
-        no error (an error event has no usage field; a usage object is longer than the window,
-        so it sends the check to a full search). The commonest read, one event on one line
+        no error (an error event has no usage field; a usage object, short or too long for the
+        window, sends the read to a full search). The commonest read, one event on one line
         (its first line end is its last) whose last field is ``"usage":null`` (OpenAI's order),
         passes with two checks and has its null cut off by position. Anything else is parsed
         event by event. What the checks cannot see (a line that is not JSON, an error event or
