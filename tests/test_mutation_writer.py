@@ -993,6 +993,7 @@ def test_a_claimed_name_that_is_not_a_file_holds_up_no_replay(sqlite_url: str, t
     (spool / f"claimed-{time.time_ns():020d}-99998.jsonl").mkdir(parents=True)
     os.mkfifo(spool / f"claimed-{time.time_ns():020d}-99999.jsonl")
     os.close(_held_by_another_replayer(spool, "spooled"))  # after them in replay's order
+    assert book.spool_rows() == 1  # (a health check read the FIFO too: it waited there for ever)
     assert book.flush(10) is True
     assert book.flush(10) is True
     assert sorted(ids_in_ledger(sqlite_url)) == ["spooled", "warm"]

@@ -50,6 +50,20 @@ class ReplayResult:
     rejected: int = 0
 
 
+def _open_file(path: Path) -> int | None:
+    """``path`` opened for reading if it is a regular file, as every spool file costkit writes is;
+    None if it is gone or is something else (a directory, a FIFO), which holds no rows. Opened
+    non-blocking, so a FIFO by a spool file's name cannot stop the reader until a writer comes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:  # replayed and removed meanwhile
+        return None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
+
+
 class Spool:
     """An append-only JSON-lines spool in ``directory`` (created on first use, mode 0700)."""
 
@@ -142,10 +156,13 @@ class Spool:
             return 0
         for path in names:
             try:
-                with path.open("rb") as stream:
+                fd = _open_file(path)
+                if fd is None:
+                    continue
+                with os.fdopen(fd, "rb") as stream:
                     while chunk := stream.read(1 << 20):
                         count += chunk.count(b"\n")
-            except OSError:  # replayed and removed meanwhile
+            except OSError:  # unreadable
                 continue
         return count
 
@@ -173,13 +190,10 @@ class Spool:
             return result
         self._claim_active()
         for path in sorted(self.directory.glob("claimed-*.jsonl")):
-            try:  # (non-blocking: a FIFO by that name must not stop the replay until a writer comes)
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-            except FileNotFoundError:
+            fd = _open_file(path)
+            if fd is None:
                 continue
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    continue  # not a file costkit wrote (a directory, a FIFO): no rows, and no reason to stop
                 if fcntl is not None:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
