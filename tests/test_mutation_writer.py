@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 
 from costkit.ledger import Ledger, lifecycle
 from costkit.ledger import writer as writer_module
@@ -1050,3 +1050,28 @@ def test_rows_held_in_memory_are_in_flight_while_retried_and_not_after(
     finally:
         proxy.close()
     assert sorted(ids_in_ledger(pg_url(pg_schema))) == ["held", "warm"]
+
+
+def test_a_flush_is_answered_while_rows_keep_arriving(sqlite_url: str, tmp_path: Path) -> None:
+    """A flush waits for the rows queued before it, not for a queue that never empties: here every
+    insert the writer makes brings a new row (a producer exactly as fast as the database)."""
+    book, writer = warmed(sqlite_url, tmp_path / "spool", batch_size=1)
+    produced: list[str] = []
+    answered = threading.Event()
+
+    def one_more(*_args: object) -> None:
+        if not answered.is_set() and len(produced) < 5000:
+            produced.append(f"p{len(produced)}")
+            book.record(make_row(request_id=produced[-1]))
+
+    event.listen(writer.store.engine, "before_cursor_execute", one_more)
+    try:
+        book.record(make_row(request_id="first"))
+        assert book.flush(60) is True
+        answered.set()
+        assert len(produced) < 1000, len(produced)  # answered after the rows queued at its start (a few)
+    finally:
+        answered.set()
+        event.remove(writer.store.engine, "before_cursor_execute", one_more)
+    assert book.close(30) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == sorted(["warm", "first", *produced])
