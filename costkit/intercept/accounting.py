@@ -351,7 +351,7 @@ def _sanitise(row: Row, secrets: Sequence[str]) -> None:
         row.notes = _text(row.notes, secrets, _MAX_NOTES_TEXT)
     if row.response_id:
         row.response_id = row.response_id.replace("\x00", "")[:200]
-    row.model = row.model.replace("\x00", "")  # (a host never holds one: httpx refuses it in a URL)
+    row.model = row.model.replace("\x00", "")  # (endpoint_host never holds one: httpx refuses it in a URL)
     if row.completion_text:  # (prompt_text is JSON text: json.dumps writes a NUL as \u0000)
         row.completion_text = row.completion_text.replace("\x00", "")
 
