@@ -693,16 +693,23 @@ def test_a_database_lost_after_it_answered_is_said_once_with_its_error(
         assert book.flush(30) is True
         proxy.cut()  # the server is gone: the pooled connection resets, a new one is refused
         book.record(make_row(request_id="during"))
-        assert wait_for(lambda: spooled_ids(spool) == ["during"], 10)
-        said = [r.getMessage() for r in caplog.records if "rows go to the spool" in r.getMessage()]
-        assert len(said) == 1, said
-        assert "ledger database unavailable: " in said[0] and f"port {proxy.port}" in said[0], said
+
+        def said() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "rows go to the spool" in r.getMessage()]
+
+        # The writer spools the batch, then says the outage: wait for both (the spool file alone raced it)
+        assert wait_for(lambda: spooled_ids(spool) == ["during"] and said(), 10), said()
+        assert "ledger database unavailable: " in said()[0] and f"port {proxy.port}" in said()[0], said()
         proxy.restore()
-        assert wait_for(lambda: spooled_ids(spool) == [], 15)  # the next retry replays it
-        back = [
-            r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "again" in r.getMessage()
-        ]
-        assert back == ["costkit ledger: the database answers again; replaying the spool"]
+
+        def back() -> list[str]:
+            infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+            return [m for m in infos if "again" in m]
+
+        # The next retry replays it, then says the database is back (after the spool empties: wait for both)
+        assert wait_for(lambda: spooled_ids(spool) == [] and back(), 15), back()
+        assert len(said()) == 1, said()  # through every retry of the outage, said once
+        assert back() == ["costkit ledger: the database answers again; replaying the spool"]
         assert book.close(30) is True
     finally:
         proxy.close()
