@@ -11,6 +11,7 @@ transaction of another process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gc
 import json
@@ -965,6 +966,25 @@ def test_a_flush_waits_for_a_spool_file_another_replayer_holds(sqlite_url: str, 
     assert book.close(30) is True
 
 
+def test_close_leaves_a_spool_file_another_replayer_holds_to_it(sqlite_url: str, tmp_path: Path) -> None:
+    """close (and so the exit drain) does not wait for a file another live process is replaying: its
+    rows are safe on disk and that process's to insert. (The drain used to wait for it for ever.)"""
+    spool = tmp_path / "spool"
+    book, _ = warmed(sqlite_url, spool)
+    fd = _held_by_another_replayer(spool, "other")
+    try:
+        book.record(make_row(request_id="mine"))
+        began = time.monotonic()
+        assert book.close(5) is True  # everything of this process's is in
+        assert time.monotonic() - began < 2.5
+        assert sorted(ids_in_ledger(sqlite_url)) == ["mine", "warm"]
+    finally:
+        os.close(fd)  # the other replayer is gone before it inserted: the next ledger's replay does it
+    with Ledger(sqlite_url, spool_dir=spool) as later:
+        assert later.flush(10) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["mine", "other", "warm"]
+
+
 def test_a_database_lost_while_replaying_is_said_once_with_its_error(
     pg_schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1008,27 +1028,87 @@ def test_a_claimed_name_that_is_not_a_file_holds_up_no_replay(sqlite_url: str, t
 
 
 def test_a_spool_that_cannot_be_locked_is_said_once_as_a_spool_problem(
-    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Replay meets the broken spool first (a directory where its lock file goes): said once, as the
-    spool's problem, with what the system said; the rows wait in memory and reach the database."""
-    caplog.set_level(logging.WARNING, logger="costkit")
+    """Replay meets the broken spool (a directory where its lock file goes): said once, as the spool's
+    problem, with what the system said, never as a database outage; the database is not marked down."""
+    caplog.set_level(logging.INFO, logger="costkit")
     spool = tmp_path / "spool"
     book, _ = warmed(sqlite_url, spool)
     (spool / "lock").mkdir(parents=True)
+    assert book.flush(5) is False  # the spool's rows (any process's) are not known to be in
     assert book.flush(5) is False
-    assert book.flush(5) is False
-    broken = "rows are kept in memory and retried"
-    down = f"rows go to the spool {spool} until it answers"
-    assert _said(caplog) == [
-        (f"costkit ledger: cannot write the spool {spool} (Is a directory); {broken}", ""),
-        (f"costkit ledger: [Errno 21] Is a directory: '{spool / 'lock'}'; {down}", ""),
-    ]
+    assert book.database_down is False
+    said = f"costkit ledger: cannot replay the spool {spool} (Is a directory); the rows there wait, and it "
+    said += "is retried"
+    assert _said(caplog) == [(said, "")]
     book.record(make_row(request_id="after"))
     (spool / "lock").rmdir()
     assert wait_for(lambda: book.flush(5) is True, 30)
+    assert _said(caplog) == [(said, "")]  # no "answers again": the database never went
+    # Broken again after it worked (the spool keeps its lock file open now, so the disk fails instead):
+    # a new outage of the spool, said again
+    writer = writer_of(book)
+
+    def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(writer.spool, "replay", failing)
+    assert book.flush(5) is False
+    assert book.flush(5) is False
+    again = f"costkit ledger: cannot replay the spool {spool} (Input/output error); the rows there wait, and "
+    again += "it is retried"
+    assert _said(caplog) == [(said, ""), (again, "")]
+    monkeypatch.undo()
     assert book.close(10) is True
     assert sorted(ids_in_ledger(sqlite_url)) == ["after", "warm"]
+
+
+def test_rows_reach_the_database_at_once_while_the_spool_cannot_be_replayed(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool that cannot be read is not a database outage: new rows are not held back for a retry."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 30.0)  # any retry clock is far off
+    spool = tmp_path / "spool"
+    book, _ = warmed(sqlite_url, spool, max_retry_delay=60)
+    (spool / "lock").mkdir(parents=True)
+    assert book.flush(5) is False
+    book.record(make_row(request_id="after"))
+    assert wait_for(lambda: "after" in ids_in_ledger(sqlite_url), 10)  # (it waited 30 s in memory)
+    assert book.database_down is False
+    (spool / "lock").rmdir()
+    assert book.close(10) is True
+    assert sorted(ids_in_ledger(sqlite_url)) == ["after", "warm"]
+
+
+def test_a_spool_that_cannot_be_replayed_is_retried_on_a_backoff_of_its_own(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the spool stays unreadable the writer retries it with backoff (no busy loop, no flush
+    needed); once it can be read, the rows another process left there reach the database unasked."""
+    spool = tmp_path / "spool"
+    book, writer = warmed(sqlite_url, spool, max_retry_delay=0.2)
+    tries: list[float] = []
+    replay = writer.spool.replay
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tries.append(time.monotonic())
+        return replay(*args, **kwargs)
+
+    monkeypatch.setattr(writer.spool, "replay", counted)
+    (spool / "lock").mkdir(parents=True)
+    os.close(_held_by_another_replayer(spool, "left"))  # rows another process left, not locked now
+    writer._want_replay()
+    time.sleep(1.5)
+    # Retries after 0.05, 0.1, 0.2 and every 0.2 s after it: 7 or 8 in 1.5 s (a busy loop made thousands)
+    assert 4 <= len(tries) <= 12, len(tries)
+    assert ids_in_ledger(sqlite_url) == ["warm"]
+    (spool / "lock").rmdir()
+    assert wait_for(lambda: sorted(ids_in_ledger(sqlite_url)) == ["left", "warm"], 5)
+    settled = len(tries)
+    time.sleep(0.5)
+    assert len(tries) == settled  # replayed: the retries stop
+    assert book.close(10) is True
 
 
 def test_rows_held_in_memory_are_in_flight_while_retried_and_not_after(

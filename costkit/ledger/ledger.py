@@ -180,8 +180,9 @@ class Ledger:
         """Wait until every row recorded before this call is committed.
 
         Returns True when they are all in the database; False if ``timeout``
-        (seconds) passed first or the database is down (the rows are then safe in
-        the spool and will be replayed).
+        (seconds) passed first, the database is down (the rows are then safe in
+        the spool and will be replayed), or rows in the spool cannot be read for
+        replay yet.
         """
         return self._writer.flush(timeout)
 

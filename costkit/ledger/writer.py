@@ -12,7 +12,9 @@ Contract:
   is to bring the schema to head; when the database does not answer (at start or
   later), batches go to the spool (fsynced), later rows go straight to the spool,
   and the thread retries with exponential backoff by replaying the spool, which
-  also picks up rows other processes left there. Each outage is logged once.
+  also picks up rows other processes left there. A spool that cannot be read
+  (locked, listed or renamed in) has a backoff of its own and does not mark the
+  database down: new rows still go straight to it. Each outage is logged once.
 * ``flush`` waits until every row put before it is committed (True) or on disk
   in the spool because the database is down (False). ``close`` flushes, stops
   the thread and spools anything left. ``lifecycle`` closes every open writer at
@@ -98,12 +100,15 @@ class Writer:
         self._held: list[Record] = []  # reached neither the database nor the spool: retried from memory
         self._dropping = False  # rows are being dropped: said once
         self._spool_broken = False
+        self._replay_broken = False
         self._finished = False
         self._accepting = True
         self._stopping = False
         self._down = False
         self._retry_at = 0.0
         self._delay = FIRST_RETRY_S
+        self._replay_at = 0.0  # the spool's own retry clock: a spool that cannot be read is not the DB
+        self._replay_delay = FIRST_RETRY_S
         self._replay_wanted = self.spool.has_pending()  # rows an earlier run (or another process) left
 
     @property
@@ -172,13 +177,25 @@ class Writer:
                 error.strerror or error,
             )
 
+    def _replay_failed(self, error: OSError) -> None:
+        if not self._replay_broken:
+            self._replay_broken = True
+            log.warning(
+                "costkit ledger: cannot replay the spool %s (%s); the rows there wait, and it is retried",
+                self.spool.directory,
+                error.strerror or error,
+            )
+
     def _want_replay(self) -> None:
         self._replay_wanted = True
         if self._accepting:
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """True once every row put before the call is committed; False on timeout or if the DB is down."""
+        """True once every row put before the call, and every row in the spool, is committed.
+
+        False on timeout, while the database is down, or while the spool cannot be replayed.
+        """
         request = _Flush()
         with self._lock:
             if self._finished or not self._thread.is_alive():
@@ -191,7 +208,9 @@ class Writer:
     def close(self, timeout: float | None = None) -> bool:
         """Stop accepting rows into memory, drain, stop the thread; later rows go to the spool.
 
-        Returns True when everything reached the database. Idempotent. When ``timeout`` passes
+        Returns True when everything reached the database, but for spool files another live
+        process is replaying now: those are its to insert, and close does not wait for them
+        (nor, at exit, does the drain). Idempotent. When ``timeout`` passes
         first (a slow or locked database), the queued rows and the batch being written are in
         the spool on return, so they survive the process exiting; replay stores each row once.
         """
@@ -295,9 +314,10 @@ class Writer:
     # -- the writer thread -------------------------------------------------------------------------
 
     def _timeout(self) -> float:
-        if self._down:
-            return max(0.0, self._retry_at - time.monotonic())
-        return 0.0 if self._replay_wanted else IDLE_CHECK_S
+        if not self._down and not self._replay_wanted:
+            return IDLE_CHECK_S
+        due = max(self._retry_at if self._down else 0.0, self._replay_at if self._replay_wanted else 0.0)
+        return max(0.0, due - time.monotonic())
 
     def _run(self) -> None:
         sigwatch.leave_signals_to_the_main_thread()
@@ -314,7 +334,9 @@ class Writer:
                 if flushes or self._replay_wanted or self._down or self._idle_check() or stopping:
                     # On the way out, a database known to be down is not waited for again:
                     # the spool keeps the rows for the next ledger.
-                    self._replay(force=bool(flushes) or (stopping and not self._down))
+                    # Only a flush waits for spool files another replayer holds: they are that
+                    # replayer's to insert, safe on disk, and an exit drain must not hang on them.
+                    self._replay(force=bool(flushes) or (stopping and not self._down), wait=bool(flushes))
             except Exception as error:  # never let a bug kill the thread that holds the rows
                 log.exception("costkit ledger writer: unexpected error; rows are kept and retried")
                 self._mark_down(error)
@@ -424,22 +446,29 @@ class Writer:
         self._spool_broken = False
         self._replay_wanted = True
 
-    def _replay(self, force: bool) -> None:
+    def _replay(self, force: bool, wait: bool) -> None:
         if self._down and not force and (self._stopping or time.monotonic() < self._retry_at):
             return  # on the way out, a database known to be down is not waited for again
+        if not force and time.monotonic() < self._replay_at:
+            return  # the spool could not be read: it is tried again on its own clock
         self._replay_wanted = False
         try:
-            self.spool.replay(self.store.insert_isolating, self.batch_size, wait=force)
+            self.spool.replay(self.store.insert_isolating, self.batch_size, wait=wait)
         except LedgerError as error:
             self._replay_wanted = True
             self._mark_down(error)
             return
-        except OSError as error:  # the spool directory cannot be read or renamed in
+        except OSError as error:  # the spool cannot be locked, read or renamed in: the database may be fine
             self._replay_wanted = True
-            self._spool_failed(error)
-            self._mark_down(error)
+            self._replay_failed(error)
+            self._cycle_failed = True
+            self._replay_at = time.monotonic() + self._replay_delay
+            self._replay_delay = min(self._replay_delay * 2, self.max_retry_delay)
             return
         self._mark_up()
+        self._replay_broken = False
+        self._replay_at = 0.0
+        self._replay_delay = FIRST_RETRY_S
 
     def _mark_down(self, error: BaseException | None = None) -> None:
         if not self._down:
