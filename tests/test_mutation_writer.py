@@ -1081,6 +1081,90 @@ def test_rows_reach_the_database_at_once_while_the_spool_cannot_be_replayed(
     assert sorted(ids_in_ledger(sqlite_url)) == ["after", "warm"]
 
 
+def _replay_fails(monkeypatch: pytest.MonkeyPatch, writer: Writer, times: int | None) -> list[float]:
+    """Make the spool's replay fail with an I/O error ``times`` times (always when None); the list
+    returned gets the time of every call."""
+    calls: list[float] = []
+    replay = writer.spool.replay
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(time.monotonic())
+        if times is None or len(calls) <= times:
+            raise OSError(errno.EIO, "Input/output error")
+        return replay(*args, **kwargs)
+
+    monkeypatch.setattr(writer.spool, "replay", failing)
+    return calls
+
+
+def test_a_spool_that_cannot_be_replayed_from_the_start_is_said_once(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ledger whose very first replay fails (no replay has worked yet) says so, once, as the spool's."""
+    caplog.set_level(logging.INFO, logger="costkit")
+    spool = tmp_path / "spool"
+    (spool / "lock").mkdir(parents=True)
+    with Ledger(sqlite_url, spool_dir=spool, max_retry_delay=0.2) as book:
+        book.record(make_row(request_id="r0"))
+        assert book.flush(5) is False
+        assert book.flush(5) is False
+        assert ids_in_ledger(sqlite_url) == ["r0"]
+        assert book.database_down is False
+        (spool / "lock").rmdir()
+        assert wait_for(lambda: book.flush(5) is True, 10)
+    said = f"costkit ledger: cannot replay the spool {spool} (Is a directory); the rows there wait, and it "
+    assert _said(caplog) == [(said + "is retried", "")]
+
+
+def test_a_spool_retry_is_not_held_back_by_the_database_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database came back through a flush, long before its own retry was due: a spool that then
+    fails is retried on the spool's clock (0.05 s), not when the database's retry would have been (30 s)."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 30.0)
+    (tmp_path / "db").write_text("")  # a file where the database's directory goes: down from the start
+    url = f"sqlite:///{tmp_path / 'db' / 'ledger.sqlite'}"
+    book = Ledger(url, spool_dir=tmp_path / "spool", max_retry_delay=60)
+    writer = writer_of(book)
+    assert wait_for(lambda: book.database_down, 10)  # its retry is 30 s away
+    book.record(make_row(request_id="r0"))  # waits in the spool
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 0.05)  # the clocks a success starts again
+    (tmp_path / "db").unlink()
+    assert book.flush(10) is True  # back, 30 s early
+    calls = _replay_fails(monkeypatch, writer, times=1)
+    writer._want_replay()
+    assert wait_for(lambda: len(calls) >= 2, 5), calls  # the spool's retry, 0.05 s after its failure
+    assert book.close(10) is True
+    assert ids_in_ledger(url) == ["r0"]
+
+
+def test_a_writer_with_the_database_and_the_spool_both_failing_sleeps_between_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the database down and the spool unreadable, the writer sleeps until the later of the two
+    clocks: woken at the database's (already past), it would spin until the spool's came."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 0.05)
+    (tmp_path / "db").write_text("")  # down from the start
+    url = f"sqlite:///{tmp_path / 'db' / 'ledger.sqlite'}"
+    book = Ledger(url, spool_dir=tmp_path / "s", max_retry_delay=1)
+    writer = writer_of(book)
+    calls = _replay_fails(monkeypatch, writer, times=None)
+    cycles: list[int] = []
+    drain = writer._drain
+
+    def counted(count: int | None) -> None:
+        cycles.append(0)
+        drain(count)
+
+    monkeypatch.setattr(writer, "_drain", counted)
+    assert wait_for(lambda: calls, 10)  # the first retry met the spool too
+    time.sleep(1.0)
+    # Replays after 0.05, 0.1, 0.2, 0.4 and 0.8 s: a handful of cycles (spinning made over 10,000)
+    assert len(cycles) <= 30, len(cycles)
+    assert 2 <= len(calls) <= 8, calls
+    book.close(10)
+
+
 def test_a_spool_that_cannot_be_replayed_is_retried_on_a_backoff_of_its_own(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
