@@ -1081,6 +1081,66 @@ def test_rows_reach_the_database_at_once_while_the_spool_cannot_be_replayed(
     assert sorted(ids_in_ledger(sqlite_url)) == ["after", "warm"]
 
 
+def _costkit_said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("costkit")]
+
+
+BACK = "costkit ledger: the database answers again; replaying the spool"
+
+
+def test_a_database_down_from_the_start_is_not_called_back_before_it_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An empty spool's replay asks the database nothing: a writer that knows the database is down asks
+    it (the schema, then ``SELECT 1``) before it says it is back. It said so 50 ms after the start."""
+    caplog.set_level(logging.INFO, logger="costkit")
+    (tmp_path / "db").write_text("")  # a file where the database's directory goes: down from the start
+    url = f"sqlite:///{tmp_path / 'db' / 'ledger.sqlite'}"
+    book = Ledger(url, spool_dir=tmp_path / "spool", max_retry_delay=0.2)
+    assert wait_for(lambda: book.database_down, 10)
+    time.sleep(1.0)  # retries after 0.05, 0.1, 0.2 and every 0.2 s after it, nothing in the spool
+    assert book.database_down is True
+    assert book.flush(5) is False  # nothing is pending, but the database it would go to is down
+    said = _costkit_said(caplog)
+    assert len(said) == 1 and said[0].endswith(f"rows go to the spool {tmp_path / 'spool'} until it answers")
+    (tmp_path / "db").unlink()
+    assert wait_for(lambda: not book.database_down, 10)
+    assert book.flush(5) is True
+    assert _costkit_said(caplog)[1:] == [BACK]
+    book.record(make_row(request_id="r0"))
+    assert book.close(10) is True
+    assert ids_in_ledger(url) == ["r0"]
+
+
+def test_a_database_lost_with_the_spool_emptied_is_asked_before_it_is_called_back(
+    pg_schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The schema is ready, the database is gone, and the spool holds nothing (its file was taken away):
+    the retry asks a ``SELECT 1`` rather than take an empty replay for an answer."""
+    caplog.set_level(logging.INFO, logger="costkit")
+    proxy = TcpProxy()
+    spool = tmp_path / "spool"
+    try:
+        book, _ = warmed(pg_url(pg_schema, proxy.port), spool, max_retry_delay=0.2)
+        proxy.cut()
+        book.record(make_row(request_id="during"))
+        assert wait_for(lambda: book.database_down and spooled_ids(spool) == ["during"], 10)
+        taken = tmp_path / "taken"
+        taken.mkdir()
+        for path in spool.glob("*.jsonl"):
+            path.rename(taken / path.name)
+        time.sleep(1.0)  # retries every 0.2 s at most, each with nothing to replay
+        assert book.database_down is True
+        assert BACK not in _costkit_said(caplog)
+        proxy.restore()
+        assert wait_for(lambda: not book.database_down, 10)
+        assert _costkit_said(caplog).count(BACK) == 1
+        assert book.close(10) is True
+    finally:
+        proxy.close()
+    assert ids_in_ledger(pg_url(pg_schema)) == ["warm"]
+
+
 def _replay_fails(monkeypatch: pytest.MonkeyPatch, writer: Writer, times: int | None) -> list[float]:
     """Make the spool's replay fail with an I/O error ``times`` times (always when None); the list
     returned gets the time of every call."""

@@ -138,6 +138,21 @@ class Store:
                 raise LedgerError(f"cannot prepare the ledger database {where}: {why}") from error
             self._schema_ready = True
 
+    def ping(self) -> None:
+        """Ask the database, schema first: ``ensure_schema``, then a ``SELECT 1``.
+
+        Raises as ``ensure_schema`` does; ``DatabaseDown`` if the ``SELECT 1`` gets no answer.
+        """
+        self.ensure_schema()
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except Exception as error:
+            where, why = safe_url(self.engine.url), first_line(error)
+            if is_database_down(error):
+                raise DatabaseDown(f"the ledger database {where} is unavailable: {why}") from error
+            raise LedgerError(f"cannot use the ledger database {where}: {why}") from error
+
     def insert(self, records: list[Record]) -> None:
         """Commit ``records`` in one transaction, or raise ``DatabaseDown`` / ``RowsRefused``.
 

@@ -453,7 +453,9 @@ class Writer:
             return  # the spool could not be read: it is tried again on its own clock
         self._replay_wanted = False
         try:
-            self.spool.replay(self.store.insert_isolating, self.batch_size, wait=wait)
+            replayed = self.spool.replay(self.store.insert_isolating, self.batch_size, wait=wait)
+            if self._down and not replayed.rows:
+                self.store.ping()  # nothing to replay asked the database nothing: ask it before "up"
         except LedgerError as error:
             self._replay_wanted = True
             self._mark_down(error)
