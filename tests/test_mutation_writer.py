@@ -1141,6 +1141,25 @@ def test_a_database_lost_with_the_spool_emptied_is_asked_before_it_is_called_bac
     assert ids_in_ledger(pg_url(pg_schema)) == ["warm"]
 
 
+def test_a_flush_with_nothing_pending_asks_the_database_nothing(sqlite_url: str, tmp_path: Path) -> None:
+    """A caught-up ledger answers a flush from its own state: the database is asked only when the writer
+    knows it is down (an application may flush after every request)."""
+    book, writer = warmed(sqlite_url, tmp_path / "spool")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(writer.store.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(3):
+            assert book.flush(5) is True
+    finally:
+        event.remove(writer.store.engine, "before_cursor_execute", seen)
+    assert statements == []
+    assert book.close(10) is True
+
+
 def _replay_fails(monkeypatch: pytest.MonkeyPatch, writer: Writer, times: int | None) -> list[float]:
     """Make the spool's replay fail with an I/O error ``times`` times (always when None); the list
     returned gets the time of every call."""
