@@ -1048,12 +1048,7 @@ def test_a_spool_that_cannot_be_locked_is_said_once_as_a_spool_problem(
     assert _said(caplog) == [(said, "")]  # no "answers again": the database never went
     # Broken again after it worked (the spool keeps its lock file open now, so the disk fails instead):
     # a new outage of the spool, said again
-    writer = writer_of(book)
-
-    def failing(*_args: Any, **_kwargs: Any) -> Any:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(writer.spool, "replay", failing)
+    _replay_fails(monkeypatch, writer_of(book), times=None)
     assert book.flush(5) is False
     assert book.flush(5) is False
     again = f"costkit ledger: cannot replay the spool {spool} (Input/output error); the rows there wait, and "
@@ -1251,14 +1246,7 @@ def test_a_spool_that_cannot_be_replayed_is_retried_on_a_backoff_of_its_own(
     needed); once it can be read, the rows another process left there reach the database unasked."""
     spool = tmp_path / "spool"
     book, writer = warmed(sqlite_url, spool, max_retry_delay=0.2)
-    tries: list[float] = []
-    replay = writer.spool.replay
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        tries.append(time.monotonic())
-        return replay(*args, **kwargs)
-
-    monkeypatch.setattr(writer.spool, "replay", counted)
+    tries = _replay_fails(monkeypatch, writer, times=0)  # counted only: the lock below fails it
     (spool / "lock").mkdir(parents=True)
     os.close(_held_by_another_replayer(spool, "left"))  # rows another process left, not locked now
     writer._want_replay()

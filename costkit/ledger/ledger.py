@@ -136,9 +136,8 @@ class Ledger:
     def reachable(self) -> bool:
         """Whether the database answers a ``SELECT 1`` now (waits at most its connect timeout)."""
         try:
-            with self.engine.connect() as connection:
-                connection.exec_driver_sql("SELECT 1")
-        except Exception:
+            self._store.ping()
+        except LedgerError:
             return False
         return True
 

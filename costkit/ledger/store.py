@@ -132,26 +132,26 @@ class Store:
             except LedgerError:
                 raise
             except Exception as error:
-                where, why = safe_url(self.engine.url), first_line(error)
-                if is_database_down(error):
-                    raise DatabaseDown(f"the ledger database {where} is unavailable: {why}") from error
-                raise LedgerError(f"cannot prepare the ledger database {where}: {why}") from error
+                raise self._failure(error, "prepare") from error
             self._schema_ready = True
 
     def ping(self) -> None:
-        """Ask the database, schema first: ``ensure_schema``, then a ``SELECT 1``.
+        """Ask the database a ``SELECT 1`` (waits at most its connect timeout).
 
-        Raises as ``ensure_schema`` does; ``DatabaseDown`` if the ``SELECT 1`` gets no answer.
+        Raises ``DatabaseDown`` if it gets no answer, ``LedgerError`` if the answer is an error.
         """
-        self.ensure_schema()
         try:
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("SELECT 1")
         except Exception as error:
-            where, why = safe_url(self.engine.url), first_line(error)
-            if is_database_down(error):
-                raise DatabaseDown(f"the ledger database {where} is unavailable: {why}") from error
-            raise LedgerError(f"cannot use the ledger database {where}: {why}") from error
+            raise self._failure(error, "use") from error
+
+    def _failure(self, error: Exception, doing: str) -> LedgerError:
+        """``error`` as one line naming the database: ``DatabaseDown`` if it did not answer."""
+        where, why = safe_url(self.engine.url), first_line(error)
+        if is_database_down(error):
+            return DatabaseDown(f"the ledger database {where} is unavailable: {why}")
+        return LedgerError(f"cannot {doing} the ledger database {where}: {why}")
 
     def insert(self, records: list[Record]) -> None:
         """Commit ``records`` in one transaction, or raise ``DatabaseDown`` / ``RowsRefused``.

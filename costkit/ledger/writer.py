@@ -454,8 +454,9 @@ class Writer:
         self._replay_wanted = False
         try:
             replayed = self.spool.replay(self.store.insert_isolating, self.batch_size, wait=wait)
-            if self._down and not replayed.rows:
-                self.store.ping()  # nothing to replay asked the database nothing: ask it before "up"
+            if self._down and not replayed.rows:  # nothing replayed asked the database nothing: ask it
+                self.store.ensure_schema()
+                self.store.ping()
         except LedgerError as error:
             self._replay_wanted = True
             self._mark_down(error)
